@@ -1,0 +1,100 @@
+"""A layered network's forward pass and backpropagation, returning a ``Result``.
+
+Feedforward: ``a^0 = x``; for each layer ``l``: ``z^l = layer(a^(l-1))``, ``a^l = sigma(z^l)``
+(pooling, flatten and dropout have no activation: ``a^l = z^l``). Backward: BP1 from the
+cost, then for ``l = L..1``: the layer's parameter gradients (BP3, BP4) and
+``dC/da^(l-1)``, and BP2 ``delta^(l-1) = dC/da^(l-1) ⊙ sigma'(z^(l-1))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import conv, dense, pooling
+from .activations import activation, identity_prime
+from .case import Case, Conv2d, Dense, Dropout, Flatten, Pool, parametrised
+from .costs import cost
+from .result import Result
+
+Array = NDArray[np.floating]
+
+
+def _param_numbers(case: Case) -> dict[int, int]:
+    return dict(parametrised(case.layers))
+
+
+def feedforward(case: Case) -> tuple[list[Array], list[Array]]:
+    """``(zs, activations)`` with ``activations[0] = x`` and ``zs[l-1] = z^l``."""
+    numbers = _param_numbers(case)
+    a, zs, acts = case.x, [], [case.x]
+    for l, spec in enumerate(case.layers, 1):
+        if isinstance(spec, Dense):
+            n = numbers[l]
+            z = dense.forward(a, case.params[f"W{n}"], case.params[f"b{n}"])
+        elif isinstance(spec, Conv2d):
+            n = numbers[l]
+            z = conv.forward(a, case.params[f"W{n}"], case.params[f"b{n}"], spec.stride,
+                             spec.padding)
+        elif isinstance(spec, Pool):
+            z = pooling.forward(spec.kind, a, spec.size, spec.stride)
+        elif isinstance(spec, Flatten):
+            z = pooling.flatten_forward(a)
+        elif isinstance(spec, Dropout):
+            z = a * case.masks[f"mask{l}"] / np.asarray(1 - spec.p, dtype=a.dtype)
+        else:
+            raise ValueError(f"layer {l}: {type(spec).__name__} is not a network layer")
+        a = activation(spec.activation)[0](z) if hasattr(spec, "activation") else z
+        zs.append(z)
+        acts.append(a)
+    return zs, acts
+
+
+def _sigma_prime(spec: object, z: Array) -> Array:
+    return activation(spec.activation)[1](z) if hasattr(spec, "activation") else identity_prime(z)
+
+
+def _layer_backward(case: Case, l: int, spec: object, delta: Array, a_prev: Array, z: Array,
+                    numbers: dict[int, int], grads: dict[str, Array]) -> Array:
+    """Fill ``grads`` for layer ``l`` and return ``dC/da^(l-1)``."""
+    if isinstance(spec, Dense):
+        n = numbers[l]
+        grads[f"W{n}"], grads[f"b{n}"], da = dense.backward(delta, a_prev, case.params[f"W{n}"])
+    elif isinstance(spec, Conv2d):
+        n = numbers[l]
+        grads[f"W{n}"], grads[f"b{n}"], da = conv.backward(
+            delta, a_prev, case.params[f"W{n}"], spec.stride, spec.padding)
+    elif isinstance(spec, Pool):
+        da = pooling.backward(spec.kind, delta, a_prev, z, spec.size, spec.stride)
+    elif isinstance(spec, Flatten):
+        da = pooling.flatten_backward(delta, a_prev)
+    else:  # Dropout: the same explicit mask in the backward pass
+        da = delta * case.masks[f"mask{l}"] / np.asarray(1 - spec.p, dtype=delta.dtype)
+    return da
+
+
+def backprop(case: Case) -> Result:
+    """Loss, gradients for every parameter, and per-layer ``delta`` for a layered case."""
+    zs, acts = feedforward(case)
+    L = len(case.layers)
+    loss, delta = cost(case.cost)(zs[-1], acts[-1], case.y, case.layers[-1].activation)  # BP1
+    numbers = _param_numbers(case)
+    grads: dict[str, Array] = {}
+    deltas: dict[str, Array] = {f"delta{L}": delta}
+    for l in range(L, 0, -1):
+        spec = case.layers[l - 1]
+        da = _layer_backward(case, l, spec, delta, acts[l - 1], zs[l - 1], numbers, grads)
+        if l > 1:
+            delta = da * _sigma_prime(case.layers[l - 2], zs[l - 2])  # BP2
+            deltas[f"delta{l - 1}"] = delta
+    gaps = {f"gap{l}": pooling.runner_up_gap(acts[l - 1], s.size, s.stride)
+            for l, s in enumerate(case.layers, 1) if isinstance(s, Pool) and s.kind == "max"}
+    return Result(
+        loss=float(loss),
+        grads={k: grads[k] for k in case.params},
+        deltas=dict(sorted(deltas.items(), key=lambda kv: int(kv[0][5:]))),
+        activations={f"a{l}": a for l, a in enumerate(acts)},
+        zs={f"z{l}": z for l, z in enumerate(zs, 1)},
+        gaps=gaps,
+        meta={"method": "reference"},
+    )
