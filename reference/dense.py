@@ -18,13 +18,15 @@ def forward(a_prev: Array, W: Array, b: Array) -> Array:
     return a_prev @ W.T + b
 
 
-def backward(delta: Array, a_prev: Array, W: Array) -> tuple[Array, Array, Array]:
-    """``(nabla_W, nabla_b, dC/da^(l-1))`` from ``delta^l``.
+def backward(delta: Array, a_prev: Array, W: Array, need_input_grad: bool = True
+             ) -> tuple[Array, Array, Array | None]:
+    """``(nabla_W, nabla_b, dC/da^(l-1))`` from ``delta^l`` (the last ``None`` when
+    ``need_input_grad`` is false: the first layer).
 
     BP4: ``dC/dW^l = sum_x delta^(x,l) (a^(x,l-1))^T``; BP3: ``dC/db^l = sum_x delta^(x,l)``;
     and ``(W^l)^T delta^l``, which BP2 multiplies by ``sigma'(z^(l-1))``.
     """
     nabla_w = delta.T @ a_prev  # BP4
     nabla_b = delta.sum(axis=0)  # BP3
-    da_prev = delta @ W  # BP2, before ⊙ sigma'(z^(l-1))
+    da_prev = delta @ W if need_input_grad else None  # BP2, before ⊙ sigma'(z^(l-1))
     return nabla_w, nabla_b, da_prev

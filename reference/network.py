@@ -54,18 +54,26 @@ def _sigma_prime(spec: object, z: Array) -> Array:
     return activation(spec.activation)[1](z) if hasattr(spec, "activation") else identity_prime(z)
 
 
-def _layer_backward(case: Case, l: int, spec: object, delta: Array, a_prev: Array, z: Array,
-                    numbers: dict[int, int], grads: dict[str, Array]) -> Array:
-    """Fill ``grads`` for layer ``l`` and return ``dC/da^(l-1)``."""
+def _layer_backward(case: Case, l: int, delta: Array, a_prev: Array, z: Array,
+                    numbers: dict[int, int], grads: dict[str, Array],
+                    gaps: dict[str, Array]) -> Array | None:
+    """Fill ``grads`` (and ``gaps`` for max pooling) for layer ``l``; return ``dC/da^(l-1)``
+    (``None`` for the first layer, whose input needs no gradient)."""
+    spec, first = case.layers[l - 1], l == 1
     if isinstance(spec, Dense):
         n = numbers[l]
-        grads[f"W{n}"], grads[f"b{n}"], da = dense.backward(delta, a_prev, case.params[f"W{n}"])
+        grads[f"W{n}"], grads[f"b{n}"], da = dense.backward(
+            delta, a_prev, case.params[f"W{n}"], need_input_grad=not first)
     elif isinstance(spec, Conv2d):
         n = numbers[l]
         grads[f"W{n}"], grads[f"b{n}"], da = conv.backward(
-            delta, a_prev, case.params[f"W{n}"], spec.stride, spec.padding)
+            delta, a_prev, case.params[f"W{n}"], spec.stride, spec.padding,
+            need_input_grad=not first)
     elif isinstance(spec, Pool):
-        da = pooling.backward(spec.kind, delta, a_prev, z, spec.size, spec.stride)
+        index = None
+        if spec.kind == "max":
+            index, gaps[f"gap{l}"] = pooling.max_route(a_prev, spec.size, spec.stride)
+        da = pooling.backward(spec.kind, delta, a_prev, z, spec.size, spec.stride, index)
     elif isinstance(spec, Flatten):
         da = pooling.flatten_backward(delta, a_prev)
     else:  # Dropout: the same explicit mask in the backward pass
@@ -80,21 +88,19 @@ def backprop(case: Case) -> Result:
     loss, delta = cost(case.cost)(zs[-1], acts[-1], case.y, case.layers[-1].activation)  # BP1
     numbers = _param_numbers(case)
     grads: dict[str, Array] = {}
+    gaps: dict[str, Array] = {}
     deltas: dict[str, Array] = {f"delta{L}": delta}
     for l in range(L, 0, -1):
-        spec = case.layers[l - 1]
-        da = _layer_backward(case, l, spec, delta, acts[l - 1], zs[l - 1], numbers, grads)
+        da = _layer_backward(case, l, delta, acts[l - 1], zs[l - 1], numbers, grads, gaps)
         if l > 1:
             delta = da * _sigma_prime(case.layers[l - 2], zs[l - 2])  # BP2
             deltas[f"delta{l - 1}"] = delta
-    gaps = {f"gap{l}": pooling.runner_up_gap(acts[l - 1], s.size, s.stride)
-            for l, s in enumerate(case.layers, 1) if isinstance(s, Pool) and s.kind == "max"}
     return Result(
         loss=float(loss),
         grads={k: grads[k] for k in case.params},
         deltas=dict(sorted(deltas.items(), key=lambda kv: int(kv[0][5:]))),
         activations={f"a{l}": a for l, a in enumerate(acts)},
         zs={f"z{l}": z for l, z in enumerate(zs, 1)},
-        gaps=gaps,
+        gaps=dict(sorted(gaps.items(), key=lambda kv: int(kv[0][3:]))),
         meta={"method": "reference"},
     )
