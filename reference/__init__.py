@@ -1,16 +1,16 @@
 """The reference: the backpropagation equations in plain NumPy.
 
-Pure functions on arrays, one module per family; nothing here imports from the rest of
-``backprop_oracle``. ``backprop(case)`` is the reference's answer for any case.
+Pure functions on arrays, one module per family (``dense``, ``conv``, ``pooling``, ``graph``,
+``costs``, ``activations``, ``training``, ``init``); nothing here imports from the rest of
+``backprop_oracle``. ``backprop(case)`` is the reference's answer for any case. The layer-spec
+constructors live in ``reference.case`` (and on ``backprop_oracle`` itself), so that
+``reference.dense`` is always the dense-layer module.
 """
 
 from __future__ import annotations
 
 from . import graph, network
-from .case import (
-    ACTIVATION_NAMES, COST_NAMES, FAMILY_NAMES, Case, CaseError, Conv2d, Dense, Dropout,
-    Flatten, Node, Pool, avgpool, conv2d, dense, dropout, flatten, l2pool, maxpool, node,
-)
+from .case import Case, CaseError
 from .result import Result
 
 
@@ -21,8 +21,4 @@ def backprop(case: Case) -> Result:
     return graph.backprop(case) if case.family == "graph" else network.backprop(case)
 
 
-__all__ = [
-    "ACTIVATION_NAMES", "COST_NAMES", "FAMILY_NAMES", "Case", "CaseError", "Conv2d", "Dense",
-    "Dropout", "Flatten", "Node", "Pool", "Result", "avgpool", "backprop", "conv2d", "dense",
-    "dropout", "flatten", "l2pool", "maxpool", "node",
-]
+__all__ = ["Case", "CaseError", "Result", "backprop"]

@@ -8,7 +8,9 @@ of the batch mean, so that BP3/BP4 become plain sums over the batch.
   computed from the logits as ``sum_j softplus(z) - y z``; ``sigma'`` cancels in BP1:
   ``delta^L = (a^L - y) / n``.
 - softmax_cross_entropy (softmax-with-loss, seed 002): ``C_x = -sum_k t_k log softmax(z)_k``
-  with log-sum-exp; ``delta^L = (softmax(z) - t) / n`` (rows of ``t`` sum to 1).
+  with log-sum-exp; ``delta^L = (softmax(z) sum_k t_k - t) / n``, which is seed 002's
+  ``(y - t) / n`` for rows of ``t`` summing to 1, and stays the exact gradient of the loss
+  for rows that sum to 1 only up to rounding (float32 targets cast to float64).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def cross_entropy(z: Array, a: Array, y: Array, act: str) -> tuple[Array, Array]
 def softmax_cross_entropy(z: Array, a: Array, y: Array, act: str) -> tuple[Array, Array]:
     n = z.shape[0]
     loss = np.mean(logsumexp(z) * y.sum(axis=-1) - (y * z).sum(axis=-1))
-    delta = (softmax(z) - y) / n  # dC/dz = y - t (seed 002)
+    delta = (softmax(z) * y.sum(axis=-1, keepdims=True) - y) / n  # y - t (seed 002)
     return loss, delta
 
 

@@ -1,0 +1,419 @@
+"""Strategies that draw whole, valid ``Case``s: MLPs, CNNs, softmax heads and graphs.
+
+One builder per family serves two drivers:
+
+- hypothesis (``mlp_cases()``, ``cnn_cases()``, ``softmax_cases()``, ``graph_cases()``,
+  ``any_cases()``), for ``@given`` tests: every architectural choice is a hypothesis draw,
+  so failures shrink towards few, narrow layers and small batches;
+- a seeded NumPy generator (``cases(family, n, seed, **constraints)``), deterministic and
+  usable outside tests.
+
+Array values come from a NumPy generator seeded by one drawn integer (inputs ``N(0, 1)``,
+parameters from the reference's initialisers), so they are bounded, finite and normal.
+
+**Kinks.** By default draws keep away from non-differentiable points: each ReLU / leaky-ReLU
+layer's biases are nudged so that no input ``z`` lies within ``margin`` of 0, an L2 pool never
+follows a ReLU (an all-zero window is a kink), and draws whose max-pool windows have a
+runner-up gap below ``margin`` are rejected. With ``kinks=True`` inputs and parameters come
+from a small grid of multiples of 1/4, so every sum is exact in float32 and float64: ReLU
+inputs that are exactly 0 and tied max-pool windows then occur in every framework alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from ..reference import conv, dense, pooling
+from ..reference.activations import KINKED, activation
+from ..reference.case import (
+    ACTIVATION_NAMES, COST_NAMES, DTYPES, FAMILY_NAMES, GRAPH_OPS, POOL_KINDS, Case, Conv2d,
+    Dense, Layer, Node, Pool, avgpool, conv2d, flatten, l2pool, layer_shapes, maxpool, node,
+)
+from ..reference.graph import forward as graph_forward
+from ..reference.init import init_params
+from ..reference.network import feedforward
+
+T = TypeVar("T")
+MARGIN = 1e-3  # distance kept from kinks; >> the finite-difference step's effect on z
+
+
+class Rejected(Exception):
+    """A draw that cannot be used (the hypothesis driver turns it into ``assume(False)``)."""
+
+
+class Chooser:
+    """The choices a builder makes; subclasses draw them from hypothesis or from NumPy."""
+
+    def integer(self, low: int, high: int) -> int:
+        raise NotImplementedError
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.integer(0, len(options) - 1)]
+
+    def boolean(self) -> bool:
+        return bool(self.integer(0, 1))
+
+
+class DrawChooser(Chooser):
+    def __init__(self, draw: Callable[[st.SearchStrategy], Any]) -> None:
+        self.draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+
+class RngChooser(Chooser):
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def integer(self, low: int, high: int) -> int:
+        return int(self.rng.integers(low, high + 1))
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a drawn case may contain. Every field is validated with a message naming it."""
+
+    activations: tuple[str, ...] = ACTIVATION_NAMES
+    costs: tuple[str, ...] = COST_NAMES
+    pools: tuple[str, ...] = POOL_KINDS
+    dtypes: tuple[str, ...] = DTYPES
+    max_layers: int = 5
+    max_width: int = 64
+    max_batch: int = 32
+    max_image: int = 16
+    max_conv_layers: int = 2
+    max_nodes: int = 10
+    inits: tuple[str, ...] = ("xavier", "uniform")
+    kinks: bool = False
+    extreme_logits: bool = True
+
+    def __post_init__(self) -> None:
+        for name, known in (("activations", ACTIVATION_NAMES), ("costs", COST_NAMES),
+                            ("pools", POOL_KINDS), ("dtypes", DTYPES),
+                            ("inits", ("xavier", "uniform"))):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+                raise ValueError(f"{name} must be a non-empty list, got {value!r}")
+            unknown = [v for v in value if v not in known]
+            if unknown:
+                raise ValueError(f"{name}: unknown {unknown}; expected some of {list(known)}")
+            object.__setattr__(self, name, tuple(value))
+        for name, low in (("max_layers", 1), ("max_width", 1), ("max_batch", 1),
+                          ("max_image", 3), ("max_conv_layers", 1), ("max_nodes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    @classmethod
+    def make(cls, **kwargs: Any) -> "Constraints":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(f"unknown constraint(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- values
+
+def _values(rng: np.random.Generator, shape: tuple[int, ...], kinks: bool) -> np.ndarray:
+    """Inputs: N(0, 1), or in kink mode multiples of 1/4 in [-1, 1] (exact sums)."""
+    if kinks:
+        return rng.integers(-4, 5, size=shape) / 4.0
+    return rng.normal(size=shape)
+
+
+def _params(layers: tuple[Layer, ...], input_shape: tuple[int, ...], rng: np.random.Generator,
+            init: str, kinks: bool) -> dict[str, np.ndarray]:
+    params = init_params(layers, input_shape, rng, init)
+    if kinks:  # a grid of multiples of 1/4 keeps every product and sum exact
+        params = {k: np.round(v * 4) / 4 for k, v in params.items()}
+    return params
+
+
+def _targets(cost: str, shape: tuple[int, ...], rng: np.random.Generator, soft: bool
+             ) -> np.ndarray:
+    if cost == "quadratic":
+        return rng.normal(size=shape)
+    if cost == "cross_entropy":
+        return rng.uniform(size=shape) if soft else rng.integers(0, 2, size=shape).astype(float)
+    if soft:
+        return rng.dirichlet(np.ones(shape[-1]), size=shape[0])
+    return np.eye(shape[-1])[rng.integers(0, shape[-1], size=shape[0])]
+
+
+def _away_from_zero(values: np.ndarray, bias: float, margin: float) -> float:
+    """The bias nearest to ``bias`` such that every ``values + bias`` is at least ``margin``
+    away from 0 (the mid-point of the closest wide-enough gap among ``-values``)."""
+    if values.size == 0 or np.min(np.abs(values + bias)) >= margin:
+        return bias
+    points = np.sort(-values.ravel())
+    lows = np.concatenate(([points[0] - 1.0], points))
+    highs = np.concatenate((points, [points[-1] + 1.0]))
+    wide = highs - lows >= 2 * margin
+    mids = (lows[wide] + highs[wide]) / 2
+    return float(mids[np.argmin(np.abs(mids - bias))])
+
+
+def _repair_kinks(layers: tuple[Layer, ...], params: dict[str, np.ndarray], x: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """Move each ReLU/leaky layer's biases so that no ``z`` lies within ``MARGIN`` of 0."""
+    params = dict(params)
+    a, number = x, 0
+    for spec in layers:
+        if isinstance(spec, (Dense, Conv2d)):
+            number += 1
+            W, b = params[f"W{number}"], params[f"b{number}"].copy()
+            if isinstance(spec, Dense):
+                z0 = dense.forward(a, W, np.zeros_like(b))
+            else:
+                z0 = conv.forward(a, W, np.zeros_like(b), spec.stride, spec.padding)
+            if spec.activation in KINKED:  # unit / channel j is column j of z0
+                b = np.array([_away_from_zero(z0[:, j], float(bj), MARGIN)
+                              for j, bj in enumerate(b)])
+                params[f"b{number}"] = b
+            z = z0 + (b if isinstance(spec, Dense) else b[None, :, None, None])
+            a = _activate(spec.activation, z)
+        else:
+            a = _pass(spec, a)
+    return params
+
+
+def _activate(name: str, z: np.ndarray) -> np.ndarray:
+    return activation(name)[0](z)
+
+
+def _pass(spec: Layer, a: np.ndarray) -> np.ndarray:
+    if isinstance(spec, Pool):
+        return pooling.forward(spec.kind, a, spec.size, spec.stride)
+    return pooling.flatten_forward(a)
+
+
+def _check_max_pool_gaps(case: Case) -> None:
+    """Reject draws with a max-pool window whose runner-up is within ``MARGIN``."""
+    zs, acts = feedforward(case)
+    for l, spec in enumerate(case.layers, 1):
+        if isinstance(spec, Pool) and spec.kind == "max":
+            gap = pooling.max_route(acts[l - 1], spec.size, spec.stride)[1]
+            if np.min(gap) < MARGIN * max(1.0, float(np.max(np.abs(acts[l - 1])))):
+                raise Rejected("max-pool runner-up gap within the margin")
+
+
+def _finish(family: str, layers: tuple, cost: str, x: np.ndarray, ch: Chooser,
+            c: Constraints, rng: np.random.Generator, seed: int, scale: float = 1.0) -> Case:
+    init = ch.choice(c.inits)
+    dtype = ch.choice(c.dtypes)
+    soft = ch.boolean()
+    params = _params(layers, x.shape[1:], rng, init, c.kinks)
+    if scale != 1.0:  # push the logits of the last layer out to |z| ~ scale
+        last = max(int(k[1:]) for k in params if k.startswith("W"))
+        params[f"W{last}"] = params[f"W{last}"] * scale
+        params[f"b{last}"] = params[f"b{last}"] * scale
+    if not c.kinks:
+        params = _repair_kinks(layers, params, x)
+    out = layer_shapes(layers, x.shape[1:])[f"z{len(layers)}"]
+    y = _targets(cost, (x.shape[0], *out), rng, soft)
+    case = Case(family=family, layers=layers, cost=cost,
+                params={k: v.astype(dtype) for k, v in params.items()}, x=x.astype(dtype),
+                y=y.astype(dtype), dtype=dtype, seed=seed)
+    if not c.kinks:
+        _check_max_pool_gaps(case)
+    return case
+
+
+# ---------------------------------------------------------------- builders
+
+def _output_activation(cost: str, ch: Chooser, c: Constraints) -> str:
+    if cost == "cross_entropy":
+        return "sigmoid"
+    if cost == "softmax_cross_entropy":
+        return "identity"
+    return ch.choice(c.activations)
+
+
+def build_mlp(ch: Chooser, c: Constraints) -> Case:
+    """1..max_layers dense layers of width 1..max_width, any activation, any cost."""
+    depth = ch.integer(1, c.max_layers)
+    cost = ch.choice(c.costs)
+    widths = [ch.integer(1, c.max_width) for _ in range(depth - 1)]
+    out = ch.integer(1, min(c.max_width, 10))
+    acts = [ch.choice(c.activations) for _ in widths] + [_output_activation(cost, ch, c)]
+    layers = tuple(Dense(w, a) for w, a in zip(widths + [out], acts))
+    batch, features = ch.integer(1, c.max_batch), ch.integer(1, c.max_width)
+    seed = ch.integer(0, 2**31 - 1)
+    rng = np.random.default_rng(seed)
+    x = _values(rng, (batch, features), c.kinks)
+    return _finish("mlp", layers, cost, x, ch, c, rng, seed)
+
+
+def build_softmax(ch: Chooser, c: Constraints) -> Case:
+    """A softmax-cross-entropy head (1 or 2 dense layers) with logits up to |z| ~ 1e4."""
+    classes = ch.integer(2, min(max(c.max_width, 2), 10))
+    hidden = ch.integer(0, min(1, c.max_layers - 1))
+    layers: tuple[Layer, ...] = ()
+    if hidden:
+        layers = (Dense(ch.integer(1, c.max_width), ch.choice(c.activations)),)
+    layers += (Dense(classes, "identity"),)
+    scales = (1.0, 10.0, 100.0, 1e3, 1e4) if c.extreme_logits else (1.0,)
+    scale = ch.choice(scales)
+    batch, features = ch.integer(1, c.max_batch), ch.integer(1, c.max_width)
+    seed = ch.integer(0, 2**31 - 1)
+    rng = np.random.default_rng(seed)
+    x = _values(rng, (batch, features), c.kinks)
+    return _finish("softmax", layers, "softmax_cross_entropy", x, ch, c, rng, seed, scale)
+
+
+def _pool(ch: Chooser, c: Constraints, size_limit: int, after: str) -> Pool | None:
+    kinds = [k for k in c.pools if not (k == "l2" and after == "relu" and not c.kinks)]
+    if not kinds:
+        return None
+    kind = ch.choice(kinds)
+    size = ch.integer(1, min(3, size_limit))
+    stride = ch.integer(1, size)
+    return {"max": maxpool, "avg": avgpool, "l2": l2pool}[kind](size, stride)
+
+
+def build_cnn(ch: Chooser, c: Constraints) -> Case:
+    """1..2 conv layers (channels 1..8, kernel 1..5, stride 1..3, padding 0..2), each maybe
+    pooled (max/avg/L2, windows that fit), at least one pool, flatten, a dense head."""
+    channels, size = ch.integer(1, 3), ch.integer(3, c.max_image)
+    layers: list[Layer] = []
+    shape = (channels, size, size)
+    n_conv = ch.integer(1, c.max_conv_layers)
+    pooled = False
+    for i in range(n_conv):
+        padding = ch.integer(0, 2)
+        kernel = ch.integer(1, min(5, shape[1] + 2 * padding))
+        spec = conv2d(ch.integer(1, 8), kernel, ch.integer(1, 3), padding,
+                      ch.choice(c.activations))
+        layers.append(spec)
+        shape = layer_shapes(tuple(layers), (channels, size, size))[f"z{len(layers)}"]
+        if (i == n_conv - 1 and not pooled) or ch.boolean():
+            pool = _pool(ch, c, shape[1], spec.activation)
+            if pool is not None:
+                layers.append(pool)
+                pooled = True
+                shape = layer_shapes(tuple(layers), (channels, size, size))[f"z{len(layers)}"]
+    layers.append(flatten())
+    cost = ch.choice(c.costs)
+    if ch.boolean() and c.max_layers > 1:
+        layers.append(Dense(ch.integer(1, 16), ch.choice(c.activations)))
+    layers.append(Dense(ch.integer(1, 10), _output_activation(cost, ch, c)))
+    batch = ch.integer(1, min(4, c.max_batch))
+    seed = ch.integer(0, 2**31 - 1)
+    rng = np.random.default_rng(seed)
+    x = _values(rng, (batch, channels, size, size), c.kinks)
+    return _finish("cnn", tuple(layers), cost, x, ch, c, rng, seed)
+
+
+_POSITIVE_OPS = ("exp", "sigmoid")
+
+
+def build_graph(ch: Chooser, c: Constraints) -> Case:
+    """A random expression DAG of seed 002's nodes over ``x`` and leaves ``p1..``; ``log``,
+    ``reciprocal`` and the divisor of ``div`` only take values known to be positive."""
+    width, batch = ch.integer(1, 8), ch.integer(1, min(8, c.max_batch))
+    leaves = [f"p{i}" for i in range(1, ch.integer(1, 3) + 1)]
+    refs: list[str | int | float] = ["x", *leaves]
+    positive: list[str | int | float] = [1.0, 2.0]
+    nodes: list[Node] = []
+    for l in range(1, ch.integer(1, c.max_nodes) + 1):
+        op = ch.choice(tuple(GRAPH_OPS))
+        if op in ("log", "reciprocal") and len(positive) == 2:
+            op = ch.choice(_POSITIVE_OPS)  # no positive node yet: make one
+        if op in ("log", "reciprocal"):
+            inputs = (ch.choice(positive[2:]),)
+        elif op == "div":
+            inputs = (ch.choice(refs), ch.choice(positive))
+        elif GRAPH_OPS[op] == 2:
+            inputs = (ch.choice(refs), ch.choice(refs + [0.5, -1.5]))
+        else:
+            inputs = (ch.choice(refs),)
+        nodes.append(node(op, *inputs))
+        refs.append(l)
+        if op in _POSITIVE_OPS:
+            positive.append(l)
+    cost = ch.choice([k for k in c.costs if k != "cross_entropy"] or ["quadratic"])
+    seed = ch.integer(0, 2**31 - 1)
+    rng = np.random.default_rng(seed)
+    dtype = ch.choice(c.dtypes)
+    params = {p: rng.uniform(-1, 1, size=width).astype(dtype) for p in leaves}
+    case = Case(family="graph", layers=tuple(nodes), cost=cost, params=params,
+                x=rng.normal(size=(batch, width)).astype(dtype),
+                y=_targets(cost, (batch, width), rng, ch.boolean()).astype(dtype),
+                dtype=dtype, seed=seed)
+    values = graph_forward(case)
+    if max(float(np.max(np.abs(v))) for v in values) > 1e3:
+        raise Rejected("graph values beyond 1e3")
+    return case
+
+
+BUILDERS: dict[str, Callable[[Chooser, Constraints], Case]] = {
+    "mlp": build_mlp, "cnn": build_cnn, "softmax": build_softmax, "graph": build_graph,
+}
+
+
+# ---------------------------------------------------------------- drivers
+
+def _strategy(family: str, **constraints: Any) -> st.SearchStrategy[Case]:
+    c = Constraints.make(**constraints)
+    builder = BUILDERS[family]
+
+    @st.composite
+    def draw_case(draw: Callable) -> Case:
+        try:
+            return builder(DrawChooser(draw), c)
+        except Rejected:
+            assume(False)
+            raise  # unreachable: assume(False) stops the draw
+
+    return draw_case()
+
+
+def mlp_cases(**constraints: Any) -> st.SearchStrategy[Case]:
+    return _strategy("mlp", **constraints)
+
+
+def cnn_cases(**constraints: Any) -> st.SearchStrategy[Case]:
+    return _strategy("cnn", **constraints)
+
+
+def softmax_cases(**constraints: Any) -> st.SearchStrategy[Case]:
+    return _strategy("softmax", **constraints)
+
+
+def graph_cases(**constraints: Any) -> st.SearchStrategy[Case]:
+    return _strategy("graph", **constraints)
+
+
+def any_cases(families: Sequence[str] = FAMILY_NAMES, **constraints: Any
+              ) -> st.SearchStrategy[Case]:
+    return st.one_of([_strategy(f, **constraints) for f in families])
+
+
+def cases(family: str, n: int = 100, seed: int = 0, **constraints: Any) -> list[Case]:
+    """``n`` cases of ``family`` drawn deterministically from ``seed`` under ``constraints``
+    (fields of ``Constraints``: ``activations``, ``costs``, ``pools``, ``dtypes``,
+    ``max_layers``, ``max_width``, ``max_batch``, ``max_image``, ``kinks``, ...)."""
+    if family not in BUILDERS:
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(BUILDERS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    c = Constraints.make(**constraints)
+    rng = np.random.default_rng(seed)
+    out: list[Case] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * (n + 1):
+            raise ValueError(f"constraints {constraints} rejected {attempts} draws of {family!r}")
+        try:
+            out.append(BUILDERS[family](RngChooser(rng), c))
+        except Rejected:
+            continue
+    return out
