@@ -1,0 +1,77 @@
+"""Inline SVG plots (matplotlib, Agg): margin distributions, per-layer error bars and
+training trajectories. Text in the SVG is XML-escaped by matplotlib."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
+                     "axes.spines.right": False})
+COLOURS = {"agree": "#2e7d32", "kink": "#b08900", "diverge": "#c62828", "nan": "#6a1b9a"}
+
+
+def _svg(fig: plt.Figure) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and doctype for inlining
+
+
+def margin_histograms(margins: dict[tuple[str, str], Sequence[float]]) -> str:
+    """log10(error / tolerance) per family and dtype; the line at 0 is the tolerance."""
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    logs = {key: [math.log10(v) if v > 1e-20 else -20.0 for v in values]
+            for key, values in sorted(margins.items())}
+    low = math.floor(min(min(v) for v in logs.values())) - 1
+    high = max(1, math.ceil(max(max(v) for v in logs.values())) + 1)
+    edges = [low + i / 4 for i in range(4 * (high - low) + 1)]
+    for (family, dtype), values in logs.items():
+        ax.hist(values, bins=edges, histtype="step", linewidth=1.4, label=f"{family} {dtype}")
+    ax.axvline(0, color="#c62828", linestyle="--", linewidth=1)
+    ax.text(0.1, 0.95, "tolerance", color="#c62828", transform=ax.get_xaxis_transform(),
+            va="top")
+    ax.set_xlabel("log10(error / tolerance)   (left of the dashed line: within tolerance)")
+    ax.set_ylabel("tensors")
+    ax.legend(fontsize=7, ncols=2, frameon=False)
+    return _svg(fig)
+
+
+def layer_bars(names: Sequence[str], margins: Sequence[float], first_divergent: str | None
+               ) -> str:
+    """Max error / tolerance per tensor of one comparison, on a log scale, threshold 1."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(names) + 0.9))
+    values = [m if (m > 0 and math.isfinite(m)) else 1e-20 for m in margins]
+    floor = min(min(values), 1.0) / 10
+    colours = ["#c62828" if v > 1 else "#2e7d32" for v in values]
+    y = range(len(names))
+    ax.barh(list(y), [v - floor for v in values], color=colours, left=floor)
+    ax.set_xscale("log")
+    ax.set_xlim(floor, max(max(values), 1.0) * 10)
+    ax.set_yticks(list(y), labels=[f"{n}  ◀ enters here" if n == first_divergent else n
+                                   for n in names])
+    ax.invert_yaxis()
+    ax.axvline(1, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("max error / tolerance (dashed: tolerance)")
+    return _svg(fig)
+
+
+def trajectories(series: dict[str, Sequence[tuple[int, float]]]) -> str:
+    """Worst error / tolerance of the parameters after each training step, per case."""
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    for label, points in sorted(series.items()):
+        steps, values = zip(*sorted(points))
+        ax.plot(steps, [max(v, 1e-20) for v in values], marker="o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.axhline(1, color="#c62828", linestyle="--", linewidth=1)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("max error / tolerance")
+    ax.legend(fontsize=7, frameon=False, ncols=2)
+    return _svg(fig)

@@ -1,0 +1,102 @@
+"""Aggregates records into a summary: the agreement matrix (family x oracle x mode x
+precision x device x dtype, with counts of each verdict), skipped combinations with their
+reasons, the worst comparisons, margins (error / tolerance) per family and dtype, and the
+exit code of a run: 0 everything agrees (kinks allowed), 1 a divergence or one-sided NaN.
+
+A record's ``quantity`` is ``loss | grad | delta | update``, or ``skip`` for a combination
+that could not run (its ``detail`` says why); ``verdict`` is one of ``VERDICTS``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .records_io import number
+
+VERDICTS = ("agree", "kink", "diverge", "nan", "oracle_error", "unsupported")
+FAILING = ("diverge", "nan")
+MATRIX_KEYS = ("family", "oracle", "mode", "precision", "device", "dtype")
+
+
+def cell_key(record: dict) -> tuple[str, ...]:
+    return tuple(str(record.get(k, "-")) for k in MATRIX_KEYS)
+
+
+@dataclass
+class Summary:
+    """Counts and pointers a report needs; built in one pass over the records."""
+
+    n_records: int = 0
+    cases: set[str] = field(default_factory=set)
+    verdicts: Counter = field(default_factory=Counter)
+    matrix: dict[tuple, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    skipped: dict[tuple, str] = field(default_factory=dict)
+    worst: list[dict] = field(default_factory=list)
+    margins: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    worst_per_cell: dict[tuple, float] = field(default_factory=dict)
+    cap: int = 50
+
+    def add(self, record: dict) -> None:
+        self.n_records += 1
+        key = cell_key(record)
+        if record.get("quantity") == "skip":
+            self.skipped[key] = str(record.get("detail", "skipped"))
+            return
+        self.cases.add(str(record.get("case_id")))
+        verdict = str(record.get("verdict"))
+        self.verdicts[verdict] += 1
+        self.matrix[key][verdict] += 1
+        margin = number(record.get("margin"))
+        if math.isfinite(margin):
+            self.margins[(str(record.get("family")), str(record.get("dtype")))].append(margin)
+            self.worst_per_cell[key] = max(self.worst_per_cell.get(key, 0.0), margin)
+        if verdict != "agree":
+            self._keep_worst(record)
+
+    def _keep_worst(self, record: dict) -> None:
+        self.worst.append(record)
+        if len(self.worst) > 4 * self.cap:
+            self.worst = sorted(self.worst, key=severity)[: self.cap]
+
+    @property
+    def worst_records(self) -> list[dict]:
+        return sorted(self.worst, key=severity)[: self.cap]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(self.verdicts[v] for v in FAILING) else 0
+
+    def to_json(self) -> dict:
+        return {
+            "records": self.n_records,
+            "cases": len(self.cases),
+            "verdicts": {v: self.verdicts.get(v, 0) for v in VERDICTS},
+            "exit_code": self.exit_code,
+            "matrix": [
+                {**dict(zip(MATRIX_KEYS, key)), "counts": dict(counts),
+                 "worst_margin": self.worst_per_cell.get(key)}
+                for key, counts in sorted(self.matrix.items())
+            ],
+            "skipped": [{**dict(zip(MATRIX_KEYS, key)), "reason": reason}
+                        for key, reason in sorted(self.skipped.items())],
+            "largest_margin": {f"{fam}/{dt}": max(m) for (fam, dt), m in self.margins.items()},
+        }
+
+
+RANK = {"diverge": 0, "nan": 1, "oracle_error": 2, "kink": 3, "unsupported": 4, "agree": 5}
+
+
+def severity(record: dict) -> tuple[int, float]:
+    """Sort key: failing verdicts first, then larger error / tolerance first."""
+    margin = number(record.get("margin"))
+    return RANK.get(str(record.get("verdict")), 6), -(margin if math.isfinite(margin) else 0.0)
+
+
+def summarise(records: Iterable[dict], cap: int = 50) -> Summary:
+    summary = Summary(cap=cap)
+    for record in records:
+        summary.add(record)
+    return summary
