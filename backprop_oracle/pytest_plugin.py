@@ -1,0 +1,88 @@
+"""pytest plugin: ``pytest --bo-report DIR`` (or ``bo_report = DIR`` in the ini file) writes
+the records of the property suite to ``DIR/records.jsonl`` as tests run, saves their cases
+under ``DIR/cases`` for ``backprop-oracle replay``, and renders ``report.html``,
+``summary.md`` and ``summary.json`` at the end of the session, so CI gets the HTML report as
+an artifact of its normal test run.
+
+Tests use the ``bo_record`` fixture: ``bo_record(case, records)``. Without a report
+directory the fixture only keeps the records in memory (nothing is written).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pytest
+
+_KEY = pytest.StashKey["_Reporter"]()
+
+
+class _Reporter:
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = out_dir
+        self.writer = None
+        self.count = 0
+        if out_dir is not None:
+            from .properties.campaign import RunConfig, environment
+            from .reports.records_io import RecordWriter
+
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "records.jsonl").unlink(missing_ok=True)
+            self.writer = RecordWriter(out_dir / "records.jsonl")
+            (out_dir / "run.json").write_text(json.dumps(RunConfig().to_json(), indent=1))
+            env = environment(RunConfig(), [])
+            env["command"] = "pytest (property suite)"
+            (out_dir / "environment.json").write_text(json.dumps(env, indent=1))
+
+    def record(self, case: object, records: Iterable[dict]) -> None:
+        records = list(records)
+        self.count += len(records)
+        if self.writer is None:
+            return
+        from .properties.case_io import save_case
+
+        save_case(case, self.out_dir / "cases")  # type: ignore[arg-type]
+        self.writer.write(records)
+
+    def finish(self) -> None:
+        if self.writer is None:
+            return
+        from .properties.campaign import finish
+
+        self.writer.close()
+        finish(self.out_dir)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("backprop-oracle")
+    group.addoption("--bo-report", metavar="DIR", default=None,
+                    help="write the property suite's records and HTML report into DIR")
+    parser.addini("bo_report", "directory for the property suite's records and report",
+                  default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    target = config.getoption("--bo-report") or config.getini("bo_report") or None
+    config.stash[_KEY] = _Reporter(Path(target) if target else None)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    reporter = session.config.stash.get(_KEY, None)
+    if reporter is not None:
+        reporter.finish()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    reporter = config.stash.get(_KEY, None)
+    if reporter is not None and reporter.out_dir is not None:
+        terminalreporter.write_line(
+            f"backprop-oracle: {reporter.count} records -> {reporter.out_dir / 'report.html'}")
+
+
+@pytest.fixture
+def bo_record(request: pytest.FixtureRequest) -> Callable[[object, Iterable[dict]], None]:
+    """``bo_record(case, records)``: add a case's comparison records to the session report."""
+    reporter: _Reporter = request.config.stash[_KEY]
+    return reporter.record
