@@ -406,7 +406,9 @@ def _validate_cost(cost: str, activation: str, y: NDArray, where: str) -> None:
             raise CaseError(f"cost 'cross_entropy' needs a sigmoid output; {where} has "
                             f"{activation!r}")
         if np.any((y < 0) | (y > 1)):
-            raise CaseError("cross_entropy targets must lie in [0, 1]")
+            bad = tuple(int(i) for i in np.argwhere((y < 0) | (y > 1))[0])
+            raise CaseError(f"cross_entropy targets must lie in [0, 1]; y at index {bad} is "
+                            f"{float(y[bad]):g}")
     if cost == "softmax_cross_entropy":
         if activation != "identity":
             raise CaseError(f"cost 'softmax_cross_entropy' takes logits; {where} has activation "

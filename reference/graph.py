@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .activations import sigmoid
-from .case import Case, layer_name
+from .case import Case, CaseError, layer_name
 from .costs import cost
 from .result import Result
 
@@ -85,11 +85,11 @@ def forward(case: Case) -> list[Array]:
         ins = _inputs(case, spec.inputs, values)
         problem = _domain_error(spec, ins)
         if problem:
-            raise ValueError(f"node {l} ({layer_name(spec)}): {problem}")
+            raise CaseError(f"node {l} ({layer_name(spec)}): {problem}")
         with np.errstate(over="ignore"):
             out = OPS[spec.op].forward(*ins)
         if not np.all(np.isfinite(out)):
-            raise ValueError(f"node {l} ({layer_name(spec)}) produced a non-finite value")
+            raise CaseError(f"node {l} ({layer_name(spec)}) produced a non-finite value")
         values.append(np.asarray(out, dtype=case.dtype))
     return values
 

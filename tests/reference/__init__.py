@@ -1,0 +1,1 @@
+"""Tests of the NumPy reference, one module per reference module."""
