@@ -1,0 +1,33 @@
+"""Synthetic records shaped like the comparison's, for report tests."""
+
+from __future__ import annotations
+
+
+def record(case: str = "c1", *, family: str = "mlp", oracle: str = "torch", mode: str = "reverse",
+           dtype: str = "float64", device: str = "cpu", name: str = "W1", quantity: str = "grad",
+           margin: float = 1e-3, verdict: str = "agree", first: int | None = None,
+           arch: str = "mlp: x(4, 3) -> dense(2, tanh)", **extra: object) -> dict:
+    return {"case_id": case, "family": family, "oracle": oracle, "mode": mode,
+            "precision": "strict", "device": device, "dtype": dtype, "quantity": quantity,
+            "name": name, "shape": [2, 3], "max_abs_err": margin * 1e-9,
+            "max_rel_err": margin * 1e-8, "err_ulps": margin * 4, "worst_index": [1, 2],
+            "n_beyond": int(margin > 1), "n_total": 6, "tolerance": 1e-9,
+            "tolerance_model": "u=1.1e-16 x K=8 x |terms|=1.2", "margin": margin,
+            "verdict": verdict, "first_divergent_layer": first, "arch": arch,
+            "replay": f"backprop-oracle replay {case} --from out", "expected_value": 0.25,
+            "actual_value": 0.25 + margin * 1e-9, "detail": "", **extra}
+
+
+def skip(reason: str = "no CUDA device present", family: str = "mlp", dtype: str = "float64"
+         ) -> dict:
+    return {"quantity": "skip", "verdict": "unsupported", "detail": reason, "family": family,
+            "oracle": "torch", "mode": "reverse", "precision": "strict", "device": "cuda",
+            "dtype": dtype}
+
+
+def planted_divergence(case: str = "bad") -> list[dict]:
+    """A comparison whose divergence enters at layer 2 of a 3-layer net."""
+    return [record(case, name="delta3", quantity="delta", margin=1e-2, first=2),
+            record(case, name="delta2", quantity="delta", margin=5e3, verdict="diverge", first=2),
+            record(case, name="delta1", quantity="delta", margin=2e3, verdict="diverge", first=2),
+            record(case, name="W2", margin=4e3, verdict="diverge", first=2)]
