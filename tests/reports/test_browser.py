@@ -6,10 +6,8 @@ look at. Needs Debian's chromium (installed by ``.ci/run``) and Playwright for P
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import backprop_oracle as bo
