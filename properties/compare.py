@@ -1,0 +1,366 @@
+"""Compare two ``Result``s of one case tensor by tensor, with tolerances from the error model
+(``error_model.py``), and turn each tensor into a ``Record``.
+
+Verdicts per tensor:
+
+* ``nan`` — non-finite on one side only (non-finite on both at the same places agrees there);
+* ``agree`` — every finite element within ``tol_i``;
+* ``kink`` — the elements beyond tolerance are explained by a non-differentiable point.
+  Kink samples: batch rows ``n`` where a relu / leaky_relu input satisfies
+  ``|z^l[n, j]| <= r^l[n] + tol(z^l)`` or a max-pool window's runner-up gap satisfies
+  ``gap^l[n] <= 2 (r^(l-1)[n] + tol(a^(l-1)))``; ``r`` is the largest change any FD
+  perturbation made to that tensor in that sample (``Result.meta["kink_radius"]``, 0 for an
+  analytic oracle, so only exact zeros / ties count there) and ``tol(z)`` its forward rounding
+  bound. Only kinks at layers ``>= m`` can influence ``delta^m`` and the parameters of layer
+  ``m``. A ``delta`` tensor is ``kink`` when all its out-of-tolerance elements lie in kink rows
+  (restricted to kink-free rows it agrees). A parameter gradient of layer ``m`` is ``kink``
+  when kink rows exist at layers ``>= m`` and ``delta^m`` agrees outside them (or no
+  ``delta^m`` is available: then any kink on the path suffices — documented leniency);
+* ``diverge`` — anything else beyond tolerance.
+
+``first_divergent_layer``: back-propagation runs from layer ``L`` down to 1, so a bug entering
+at layer ``l`` corrupts ``delta^l`` and every delta below it while the deltas above agree. It
+is the highest-indexed diverging delta (all above it agree); if no delta diverges, the layer of
+the highest diverging parameter gradient (a BP3/BP4 bug). Every record of the comparison
+carries it.
+"""
+
+from __future__ import annotations
+
+import platform
+import traceback as tb
+from typing import Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..reference.case import Case, parametrised
+from ..reference.result import Result
+from .error_model import KAPPA, Bounds, bounds, describe, tolerance, unit_roundoff
+from .records import Record
+
+Array = NDArray[np.float64]
+SEVERITY = ("diverge", "nan", "oracle_error", "unsupported", "kink", "agree")
+
+
+def versions(*results: Result) -> dict[str, str]:
+    v = {"numpy": np.__version__, "python": platform.python_version()}
+    for r in results:
+        for k, val in (r.meta.get("versions") or {}).items():
+            v[str(k)] = str(val)
+    return v
+
+
+def replay_command(case: Case, directory: str = "DIR") -> str:
+    return f"backprop-oracle replay {case.case_id} --from {directory}"
+
+
+def _dtype_of(result: Result, default: str) -> str:
+    return str(result.meta.get("dtype_computed") or result.meta.get("dtype") or default)
+
+
+def _fd_err(result: Result, name: str) -> Array | float:
+    return (result.meta.get("fd_error") or {}).get(name, 0.0)
+
+
+def _layer_of(case: Case, name: str) -> int | None:
+    """Layer index of ``delta<l>`` or of parameter ``W<k>`` / ``b<k>``."""
+    if name.startswith("delta"):
+        return int(name[5:])
+    if case.family == "graph" or name == "loss":
+        return None
+    return {n: l for l, n in parametrised(case.layers)}.get(int(name[1:]))
+
+
+def _kink_rows(case: Case, b: Bounds, results: tuple[Result, ...], scale: float
+               ) -> dict[int, NDArray[np.bool_]]:
+    """Per kinked layer ``l``, the batch rows with a kink point within reach."""
+    rows: dict[int, NDArray[np.bool_]] = {}
+    radius: dict[str, Array] = {}
+    for r in results:
+        for key, val in (r.meta.get("kink_radius") or {}).items():
+            radius[key] = np.maximum(radius.get(key, 0.0), np.asarray(val, np.float64))
+    N = case.batch
+    for l, kind in b.kinked.items():
+        if kind == "relu":
+            z, ez = b.z[f"z{l}"], b.Ez[f"z{l}"] * scale
+            r = np.broadcast_to(radius.get(f"z{l}", 0.0), (N,)).reshape(N, *[1] * (z.ndim - 1))
+            near = np.abs(z) <= r + ez
+        else:
+            gap = b.gaps[f"gap{l}"]
+            prev = b.Ez.get(f"z{l - 1}", np.zeros(1))
+            ea = prev.reshape(N, -1).max(axis=1) * scale if l > 1 else np.zeros(N)
+            ra = np.broadcast_to(radius.get(f"a{l - 1}", 0.0), (N,))
+            near = gap <= 2 * (ra + ea).reshape(N, *[1] * (gap.ndim - 1))
+        rows[l] = near.reshape(N, -1).any(axis=1)
+    return rows
+
+
+def _rows_for(layer: int | None, rows: dict[int, NDArray[np.bool_]], N: int
+              ) -> NDArray[np.bool_]:
+    out = np.zeros(N, dtype=bool)
+    if layer is None:
+        return out
+    for l, r in rows.items():
+        if l >= layer:
+            out |= r
+    return out
+
+
+class _Tensor:
+    """Elementwise comparison of one tensor."""
+
+    def __init__(self, e: Array, a: Array, tol: Array) -> None:
+        self.e, self.a = e, a
+        fe, fa = np.isfinite(e), np.isfinite(a)
+        self.one_sided = fe != fa
+        both = fe & fa
+        self.err = np.where(both, np.abs(np.where(both, a, 0) - np.where(both, e, 0)), 0.0)
+        self.tol = np.broadcast_to(tol, e.shape)
+        self.beyond = both & (self.err > self.tol)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(self.tol > 0, self.err / self.tol, np.where(self.err > 0, np.inf, 0))
+        self.ratio = ratio
+        self.worst = np.unravel_index(int(np.argmax(ratio)), e.shape) if e.size else ()
+
+
+def _make_record(case: Case, quantity: str, name: str, t: _Tensor, verdict: str, model: str,
+                 dtype: str, meta: dict) -> Record:
+    w = tuple(int(i) for i in t.worst)
+    e_w = float(t.e[w]) if t.e.size else 0.0
+    a_w = float(t.a[w]) if t.a.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(np.abs(t.e) > 0, t.err / np.abs(t.e), np.where(t.err > 0, np.inf, 0))
+    tiny = float(np.finfo(dtype).tiny)
+    scale = max(abs(e_w), abs(a_w), tiny) if np.isfinite(e_w) and np.isfinite(a_w) else 1.0
+    ulp = float(np.spacing(np.asarray(scale, dtype=dtype)))
+    return Record(
+        case_id=case.case_id, family=case.family, quantity=quantity, name=name,
+        shape=tuple(int(s) for s in t.e.shape),
+        max_abs_err=float(t.err.max(initial=0.0)), max_rel_err=float(rel.max(initial=0.0)),
+        err_ulps=float(t.err[w] / ulp) if t.e.size else 0.0, worst_index=w,
+        n_beyond=int(t.beyond.sum() + t.one_sided.sum()), n_total=int(t.e.size),
+        tolerance=float(t.tol[w]) if t.e.size else 0.0, tolerance_model=model,
+        margin=float(t.ratio.max(initial=0.0)), verdict=verdict,
+        expected_value=e_w, actual_value=a_w, **meta)
+
+
+def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str, Array, Array]]:
+    out = [("loss", "loss", np.asarray(expected.loss, np.float64),
+            np.asarray(actual.loss, np.float64))]
+    for name in case.params:
+        if name in expected.grads and name in actual.grads:
+            out.append(("grad", name, np.asarray(expected.grads[name], np.float64),
+                        np.asarray(actual.grads[name], np.float64)))
+    for name in sorted(set(expected.deltas) & set(actual.deltas), key=lambda k: int(k[5:])):
+        out.append(("delta", name, np.asarray(expected.deltas[name], np.float64),
+                    np.asarray(actual.deltas[name], np.float64)))
+    return out
+
+
+def compare(case: Case, expected: Result, actual: Result, *, oracle: str, mode: str,
+            device: str, dtype: str, expected_dtype: str | None = None,
+            model: Bounds | None = None, kappa: float = KAPPA, replay_dir: str = "DIR"
+            ) -> list[Record]:
+    """One ``Record`` per tensor (loss, every gradient, every delta both sides have).
+
+    ``actual`` was computed by ``oracle``/``mode`` on ``device`` in ``dtype``; ``expected``
+    in ``expected_dtype`` (default: ``expected.meta["dtype_computed"]``, else the case's).
+    FD error estimates (``meta["fd_error"]``) of either side are added to the tolerance."""
+    b = model if model is not None else bounds(case)
+    u_a = unit_roundoff(dtype)
+    u_e = unit_roundoff(expected_dtype or _dtype_of(expected, case.dtype))
+    rows = _kink_rows(case, b, (expected, actual), kappa * (u_a + u_e))
+    meta = {"oracle": oracle, "mode": mode, "device": device, "dtype": dtype,
+            "versions": versions(expected, actual), "replay": replay_command(case, replay_dir)}
+    compared: dict[str, tuple[str, _Tensor, str]] = {}
+    records: list[Record] = []
+    for quantity, name, e, a in _pairs(case, expected, actual):
+        if e.shape != a.shape:
+            records.append(Record(case_id=case.case_id, family=case.family, quantity=quantity,
+                                  name=name, shape=tuple(e.shape), verdict="diverge",
+                                  detail={"reason": f"shape {a.shape} != expected {e.shape}"},
+                                  **meta))
+            continue
+        fd = np.asarray(_fd_err(expected, name)) + np.asarray(_fd_err(actual, name))
+        E = b.E[name]
+        t = _Tensor(e, a, tolerance(E, u_a, u_e, fd, kappa))
+        text = describe(tuple(int(i) for i in t.worst), E, b.M[name], u_a, u_e, fd, kappa)
+        compared[name] = (quantity, t, text)
+    verdicts = _verdicts(case, compared, rows)
+    first = first_divergent_layer(case, verdicts)
+    for name, (quantity, t, text) in compared.items():
+        rec = _make_record(case, quantity, name, t, verdicts[name], text, dtype, meta)
+        rec.first_divergent_layer = first
+        rec.detail = {"expected": str(expected.meta.get("method", "?")),
+                      "actual": str(actual.meta.get("method", "?")),
+                      "kink_rows": int(_rows_for(_layer_of(case, name), rows, case.batch).sum())}
+        records.append(rec)
+    for rec in records:
+        rec.first_divergent_layer = first
+    return records
+
+
+def _verdicts(case: Case, compared: Mapping[str, tuple[str, _Tensor, str]],
+              rows: dict[int, NDArray[np.bool_]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    N = case.batch
+    for name, (quantity, t, _) in compared.items():
+        if t.one_sided.any():
+            out[name] = "nan"
+        elif not t.beyond.any():
+            out[name] = "agree"
+        else:
+            out[name] = "diverge"
+    for name, (quantity, t, _) in compared.items():
+        if out[name] != "diverge" or case.family == "graph" or name == "loss":
+            continue
+        layer = _layer_of(case, name)
+        kink = _rows_for(layer, rows, N)
+        if not kink.any():
+            continue
+        if quantity == "delta":
+            if not t.beyond.reshape(N, -1)[~kink].any():
+                out[name] = "kink"
+        else:
+            own = compared.get(f"delta{layer}")
+            if own is None or not own[1].beyond.reshape(N, -1)[~kink].any():
+                out[name] = "kink"
+    return out
+
+
+def first_divergent_layer(case: Case, verdicts: Mapping[str, str]) -> int | None:
+    """Highest diverging ``delta<l>`` (every delta above it agrees); else the layer of the
+    highest diverging parameter gradient; else ``None``."""
+    bad = [int(k[5:]) for k, v in verdicts.items() if k.startswith("delta") and v in
+           ("diverge", "nan")]
+    if bad:
+        return max(bad)
+    layers = [_layer_of(case, k) for k, v in verdicts.items()
+              if not k.startswith("delta") and k != "loss" and v in ("diverge", "nan")]
+    layers = [l for l in layers if l is not None]
+    return max(layers) if layers else None
+
+
+def summary_verdict(records: list[Record]) -> str:
+    """The most severe verdict among ``records`` (``agree`` for none)."""
+    found = {r.verdict for r in records}
+    return next((v for v in SEVERITY if v in found), "agree")
+
+
+def error_record(case: Case, oracle: str, mode: str, device: str, dtype: str,
+                 exc: BaseException, replay_dir: str = "DIR") -> Record:
+    """The oracle raised: ``oracle_error`` with the message and traceback
+    (``unsupported`` for ``NotImplementedError``)."""
+    verdict = "unsupported" if isinstance(exc, NotImplementedError) else "oracle_error"
+    return Record(case_id=case.case_id, family=case.family, oracle=oracle, mode=mode,
+                  device=device, dtype=dtype, quantity="run", name="-", verdict=verdict,
+                  versions=versions(), replay=replay_command(case, replay_dir),
+                  detail={"type": type(exc).__name__, "message": str(exc),
+                          "traceback": "".join(tb.format_exception(type(exc), exc,
+                                                                   exc.__traceback__))})
+
+
+def unsupported_record(case: Case, oracle: str, mode: str, device: str, dtype: str,
+                       reason: str) -> Record:
+    """The oracle cannot run this case / device / dtype (a reason, not a crash)."""
+    return Record(case_id=case.case_id, family=case.family, oracle=oracle, mode=mode,
+                  device=device, dtype=dtype, quantity="run", name="-", verdict="unsupported",
+                  versions=versions(), replay=replay_command(case), detail={"reason": reason})
+
+
+def run_and_compare(case: Case, expected: Result, oracle: object, *, device: str = "cpu",
+                    dtype: str | None = None, **kwargs: object) -> list[Record]:
+    """Run ``oracle`` (an ``Oracle``) and compare; an exception becomes one
+    ``oracle_error`` / ``unsupported`` record so that the caller's loop goes on."""
+    dtype = dtype or case.dtype
+    name, mode = getattr(oracle, "name", "?"), getattr(oracle, "mode", "?")
+    reason = oracle.available(device)  # type: ignore[attr-defined]
+    if reason:
+        return [unsupported_record(case, name, mode, device, dtype, reason)]
+    try:
+        actual = oracle.run(case, device, dtype)  # type: ignore[attr-defined]
+        return compare(case, expected, actual, oracle=name, mode=str(
+            actual.meta.get("method", mode)), device=device, dtype=dtype, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - recorded, not swallowed
+        return [error_record(case, name, mode, device, dtype, exc)]
+
+
+def triangulate(summaries: Mapping[tuple[str, str], str]) -> str | None:
+    """Given pairwise summary verdicts ``{(a, b): verdict}`` among three or more
+    implementations, the one that disagrees with every other while those agree with each
+    other (the odd one out), else ``None``."""
+    names = sorted({n for pair in summaries for n in pair})
+
+    def agree(x: str, y: str) -> bool | None:
+        v = summaries.get((x, y), summaries.get((y, x)))
+        return None if v is None else v in ("agree", "kink")
+
+    for odd in names:
+        others = [n for n in names if n != odd]
+        if len(others) < 2:
+            continue
+        if all(agree(odd, o) is False for o in others) and all(
+                agree(x, y) is not False for i, x in enumerate(others) for y in others[i + 1:]):
+            return odd
+    return None
+
+
+def screen_then_locate(case: Case, actual: Result, *, oracle: str = "impl",
+                       mode: str = "reverse", device: str = "cpu", dtype: str | None = None,
+                       probes: int = 4, alpha: float = 1e-6, seed: int = 0,
+                       model: Bounds | None = None) -> tuple[list[Record], dict]:
+    """Cheap screen, then full coordinates only where it fails.
+
+    Per parameter tensor, ``probes`` Rademacher directions ``u`` (entries +-1): the analytic
+    directional derivative ``g^T u`` against the FD derivative of the loss along ``u``.
+    Threshold from the error model: if every element of a correct ``g`` is within ``tol_i``
+    of the truth, the error vector ``e`` obeys ``|e_i| <= tol_i``, and for a random sign
+    vector ``u`` drawn independently of ``e`` Hoeffding gives
+    ``P(|u^T e| >= c ||tol||_2) <= 2 exp(-c^2 / 2) = alpha``; so the screen flags a tensor
+    when ``|g^T u - D_u| > c ||tol||_2 + fd_err_u`` with ``c = sqrt(2 ln(2/alpha))`` (5.4 for
+    ``alpha = 1e-6``): a false alarm rate below ``probes * alpha`` per tensor whatever the
+    rounding pattern. Flagged tensors (and all deltas, for localisation) are then computed
+    coordinate by coordinate and compared with ``compare``.
+    """
+    from ..oracles.finite_differences import FiniteDifferences, directional, hoeffding_factor
+
+    dtype = dtype or case.dtype
+    values = case.astype(dtype) if dtype != case.dtype else case
+    b = model if model is not None else bounds(values)
+    u_a, u_e = unit_roundoff(dtype), unit_roundoff("float64")
+    rng = np.random.default_rng(seed)
+    directions = {name: rng.choice([-1.0, 1.0], size=(probes, *p.shape))
+                  for name, p in values.params.items()}
+    fd = directional(values, directions)
+    c = hoeffding_factor(alpha)
+    failing, screens = [], {}
+    for name, u in directions.items():
+        g = np.asarray(actual.grads[name], np.float64)
+        gu = u.reshape(probes, -1) @ g.reshape(-1)
+        D, err = fd[name]
+        thr = c * float(np.linalg.norm(tolerance(b.E[name], u_a, u_e))) + err
+        ratio = np.abs(gu - D) / thr
+        screens[name] = float(np.max(ratio))
+        if not np.all(np.isfinite(gu)) or np.any(ratio > 1):
+            failing.append(name)
+    records: list[Record] = []
+    if failing:
+        deltas = [f"delta{l}" for l in range(1, len(case.layers) + 1)]
+        expected = FiniteDifferences().run(values, device, only=failing + deltas)
+        records = compare(values, expected, actual, oracle=oracle, mode=mode, device=device,
+                          dtype=dtype, model=b)
+    first = records[0].first_divergent_layer if records else None
+    meta = {"oracle": oracle, "mode": mode, "device": device, "dtype": dtype,
+            "versions": versions(actual), "replay": replay_command(case)}
+    for name in values.params:
+        if name in failing:
+            continue
+        records.append(Record(case_id=case.case_id, family=case.family, quantity="grad",
+                              name=name, shape=tuple(values.params[name].shape),
+                              n_total=int(values.params[name].size), margin=screens[name],
+                              verdict="agree", first_divergent_layer=first,
+                              tolerance_model=f"screen: {probes} Rademacher probes, "
+                              f"|g.u - D_u| <= {c:.2f} ||tol||_2 + fd_err_u", **meta,
+                              detail={"screen_ratio": screens[name]}))
+    return records, {"failing": failing, "screen_ratio": screens, "threshold_factor": c}

@@ -1,0 +1,110 @@
+"""The finite-difference oracle: agreement with the reference, error estimates that bound the
+actual error, complex step where analytic, the screen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import backprop_oracle as bo
+from backprop_oracle.oracles.finite_differences import FiniteDifferences, choose_method, fd_step
+from backprop_oracle.properties import examples
+from backprop_oracle.properties.compare import compare, summary_verdict
+
+CASES = examples.every_family("float64")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("method", ["fd", "auto"])
+def test_agrees_with_reference(name: str, method: str) -> None:
+    case = CASES[name]
+    fd = FiniteDifferences(method).run(case)
+    ref = bo.backprop(case)
+    assert fd.loss == pytest.approx(ref.loss, rel=1e-14, abs=1e-15)
+    assert set(fd.grads) == set(case.params) and set(fd.deltas) == set(ref.deltas)
+    for key, value in {**fd.grads, **fd.deltas}.items():
+        expected = ref.grads.get(key, ref.deltas.get(key))
+        assert value.shape == expected.shape
+        np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-9, err_msg=key)
+    records = compare(case, fd, ref, oracle="reference", mode="reverse", device="cpu",
+                      dtype="float64")
+    assert summary_verdict(records) == "agree", [r for r in records if r.verdict != "agree"]
+
+
+def _one_layer(activation: str, seed: int = 0) -> bo.Case:
+    rng = np.random.default_rng(seed)
+    return bo.Case(family="mlp", layers=(bo.dense(3, activation),), cost="quadratic",
+                   params={"W1": rng.normal(size=(3, 4)), "b1": rng.normal(size=3)},
+                   x=rng.normal(size=(5, 4)) * 3, y=rng.uniform(size=(5, 3)))
+
+
+def _closed_form(case: bo.Case, activation: str) -> dict[str, np.ndarray]:
+    """``delta = (a - y) sigma'(z) / n``; ``dW = delta^T x``; ``db = sum delta``."""
+    W, b, x, y = case.params["W1"], case.params["b1"], case.x, case.y
+    z = x @ W.T + b
+    if activation == "identity":
+        a, d = z, np.ones_like(z)
+    else:
+        a = 1 / (1 + np.exp(-z))
+        d = a * (1 - a)
+    delta = (a - y) * d / len(x)
+    return {"W1": delta.T @ x, "b1": delta.sum(axis=0), "delta1": delta}
+
+
+@pytest.mark.parametrize("activation", ["identity", "sigmoid"])
+@pytest.mark.parametrize("method", ["fd", "complex_step"])
+def test_error_estimate_bounds_actual_error(activation: str, method: str) -> None:
+    for seed in range(5):
+        case = _one_layer(activation, seed)
+        fd = FiniteDifferences(method).run(case)
+        exact = _closed_form(case, activation)
+        for key, value in {**fd.grads, **fd.deltas}.items():
+            actual_error = np.abs(value - exact[key])
+            # the closed form itself carries a few ulps of rounding
+            slack = 8 * np.finfo(float).eps * np.abs(exact[key]).max()
+            assert np.all(actual_error <= fd.meta["fd_error"][key] + slack), key
+            assert np.all(fd.meta["fd_error"][key] < 1e-6 * np.abs(exact[key]).max() + 1e-12)
+
+
+def test_complex_step_on_smooth_paths_only() -> None:
+    assert FiniteDifferences().run(CASES["softmax"]).meta["method"] == "complex_step"
+    assert FiniteDifferences().run(CASES["cnn_avg"]).meta["method"] == "complex_step"
+    assert FiniteDifferences().run(CASES["graph"]).meta["method"] == "complex_step"
+    for name in ("mlp", "mlp_cross_entropy", "cnn_max"):  # leaky_relu / relu / maxpool
+        result = FiniteDifferences("complex_step").run(CASES[name])
+        assert result.meta["method"] == "fd" and result.meta["requested"] == "complex_step"
+        assert set(result.meta["methods"].values()) == {"fd"}
+    assert choose_method(CASES["cnn_l2"], "fd") == "fd"
+
+
+def test_steps_are_powers_of_two_and_move_theta() -> None:
+    theta = np.array([0.0, 1e-3, 0.7, -3.0, 1e6])
+    h = fd_step(theta)
+    assert np.all(np.log2(h) == np.round(np.log2(h)))
+    assert np.all(theta + h != theta) and np.all(theta + h / 2 != theta)
+
+
+def test_fd_float32_values_are_computed_in_float64() -> None:
+    case = examples.every_family("float32")["mlp"]
+    fd = FiniteDifferences().run(case)
+    assert fd.meta["dtype_computed"] == "float64"
+    assert all(g.dtype == np.float64 for g in fd.grads.values())
+
+
+def test_kink_radius_is_recorded() -> None:
+    fd = FiniteDifferences().run(CASES["cnn_max"])
+    radius = fd.meta["kink_radius"]
+    assert set(radius) == {"a1"}  # the max-pool's input (no relu in this case)
+    assert all(r.shape == (CASES["cnn_max"].batch,) for r in radius.values())
+    assert 0 < max(float(r.max()) for r in radius.values()) < 1e-3
+
+
+def test_only_and_memory_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import backprop_oracle.oracles.finite_differences as fdmod
+
+    case = CASES["cnn_l2"]
+    full = FiniteDifferences("fd").run(case)
+    monkeypatch.setattr(fdmod, "MEMORY_BUDGET", 1)  # one coordinate per chunk
+    part = FiniteDifferences("fd").run(case, only=["W1", "delta2"])
+    assert set(part.grads) == {"W1"} and set(part.deltas) == {"delta2"}
+    np.testing.assert_allclose(part.grads["W1"], full.grads["W1"], rtol=0, atol=0)

@@ -1,0 +1,183 @@
+"""compare(): planted bugs caught and located, kinks classified, nan, oracle errors, records."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import backprop_oracle as bo
+from backprop_oracle.oracles.base import Oracle
+from backprop_oracle.oracles.finite_differences import FiniteDifferences
+from backprop_oracle.properties import examples
+from backprop_oracle.properties.compare import (
+    compare, error_record, first_divergent_layer, run_and_compare, screen_then_locate,
+    summary_verdict, triangulate,
+)
+from backprop_oracle.properties.records import Record, dumps, loads
+
+from . import _cases
+from ._mutants import MUTANTS
+
+# mutant -> (case builder, first divergent layer)
+EXPECTED = {
+    "sigma_prime_of_a": (_cases.square_mlp, 2),
+    "bp1_without_sigma_prime": (_cases.square_mlp, 3),
+    "missing_one_over_m": (_cases.square_mlp, 3),
+    "bias_wrong_axis": (_cases.square_mlp, 3),
+    "conv_padding_off_by_one": (_cases.conv_maxpool, 1),
+    "maxpool_wrong_cell": (_cases.conv_maxpool, 2),
+    "one_element_1e-3": (_cases.square_mlp, 1),
+    "scale_1e-4": (_cases.square_mlp, 3),
+}
+
+
+def _compare(case, expected, actual, dtype=None):
+    return compare(case, expected, actual, oracle="under_test", mode="reverse", device="cpu",
+                   dtype=dtype or case.dtype)
+
+
+@pytest.mark.parametrize("mutant", sorted(EXPECTED))
+def test_planted_bug_is_caught_and_located(mutant: str) -> None:
+    build, layer = EXPECTED[mutant]
+    case = build("float64")
+    records = _compare(case, FiniteDifferences().run(case), MUTANTS[mutant](case))
+    assert summary_verdict(records) == "diverge"
+    assert all(r.first_divergent_layer == layer for r in records)
+    assert not any(r.verdict == "kink" for r in records)
+
+
+@pytest.mark.parametrize("mutant", sorted(EXPECTED))
+def test_planted_bug_is_caught_by_the_screen(mutant: str) -> None:
+    build, layer = EXPECTED[mutant]
+    case = build("float64")
+    records, info = screen_then_locate(case, MUTANTS[mutant](case))
+    assert info["failing"] and summary_verdict(records) == "diverge"
+    assert records[0].first_divergent_layer == layer
+
+
+def test_correct_reference_passes_the_screen() -> None:
+    for case in examples.every_family("float64").values():
+        records, info = screen_then_locate(case, bo.backprop(case))
+        assert info["failing"] == [] and summary_verdict(records) == "agree"
+
+
+def test_float32_single_element_error_is_caught() -> None:
+    case = _cases.square_mlp("float32")
+    fd = FiniteDifferences().run(case)
+    assert summary_verdict(_compare(case, fd, bo.backprop(case))) == "agree"
+    records = _compare(case, fd, MUTANTS["one_element_1e-3"](case))
+    bad = [r for r in records if r.verdict == "diverge"]
+    assert [r.name for r in bad] == ["W1"] and bad[0].n_beyond == 1
+
+
+@pytest.mark.parametrize("name", sorted(examples.every_family("float32")))
+def test_float32_reference_agrees_with_float64_fd(name: str) -> None:
+    case = examples.every_family("float32")[name]
+    records = _compare(case, FiniteDifferences().run(case), bo.backprop(case))
+    assert summary_verdict(records) == "agree", [(r.name, r.margin) for r in records]
+    assert all(r.margin < 1 for r in records)
+
+
+@pytest.mark.parametrize("build", [_cases.relu_at_zero, _cases.tied_maxpool])
+def test_kinks_are_classified_kink(build) -> None:
+    case = build("float64")
+    records = _compare(case, FiniteDifferences().run(case), bo.backprop(case))
+    verdicts = {r.name: r.verdict for r in records}
+    assert "kink" in verdicts.values() and "diverge" not in verdicts.values(), verdicts
+    assert summary_verdict(records) == "kink"
+
+
+def test_kink_at_relu_zero_against_an_analytic_side() -> None:
+    case = _cases.relu_at_zero("float64")
+    ref = bo.backprop(case)
+    other = bo.backprop(case)
+    other.deltas["delta1"] = other.deltas["delta1"].copy()
+    other.deltas["delta1"][0, 0] = ref.deltas["delta1"][0, 0] + 0.3  # relu'(0) = 1 convention
+    verdicts = {r.name: r.verdict for r in _compare(case, ref, other)}
+    assert verdicts["delta1"] == "kink"
+
+
+def test_nan_on_one_side_and_both_sides() -> None:
+    case = examples.mlp()
+    ref = bo.backprop(case)
+    bad = bo.backprop(case)
+    bad.grads["W2"] = bad.grads["W2"].copy()
+    bad.grads["W2"][0, 0] = np.nan
+    records = {r.name: r for r in _compare(case, ref, bad)}
+    assert records["W2"].verdict == "nan" and summary_verdict(list(records.values())) == "nan"
+    ref.grads["W2"] = bad.grads["W2"]
+    assert {r.name: r for r in _compare(case, ref, bad)}["W2"].verdict == "agree"
+
+
+class _Raises(Oracle):
+    name, mode = "broken", "reverse"
+
+    def run(self, case, device="cpu", dtype=None):
+        raise RuntimeError("boom")
+
+
+class _Unsupported(Oracle):
+    name, mode = "partial", "forward"
+
+    def run(self, case, device="cpu", dtype=None):
+        raise NotImplementedError("no conv")
+
+
+def test_oracle_error_is_recorded_and_the_run_goes_on() -> None:
+    case = examples.softmax()
+    expected = bo.backprop(case)
+    records = []
+    for oracle in (_Raises(), FiniteDifferences(), _Unsupported()):
+        records += run_and_compare(case, expected, oracle)
+    by_oracle = {}
+    for r in records:
+        by_oracle.setdefault(r.oracle, []).append(r.verdict)
+    assert by_oracle["broken"] == ["oracle_error"]
+    assert by_oracle["partial"] == ["unsupported"]
+    assert set(by_oracle["fd"]) == {"agree"}
+    rec = next(r for r in records if r.oracle == "broken")
+    assert "boom" in rec.detail["message"] and "RuntimeError" in rec.detail["traceback"]
+    assert error_record(case, "x", "m", "cpu", "float64", ValueError("v")).verdict == \
+        "oracle_error"
+
+
+def test_records_round_trip_as_json_lines() -> None:
+    case = examples.cnn("max")
+    records = _compare(case, FiniteDifferences().run(case), bo.backprop(case))
+    records[0].margin = math.inf
+    records[0].expected_value = math.nan
+    text = dumps(records)
+    assert text.count("\n") == len(records)
+    back = loads(text)
+    assert back[1] == records[1]
+    assert math.isinf(back[0].margin) and math.isnan(back[0].expected_value)
+    r = records[2]
+    for field in ("case_id", "family", "oracle", "mode", "device", "dtype", "quantity", "name",
+                  "shape", "max_abs_err", "max_rel_err", "err_ulps", "worst_index", "n_beyond",
+                  "n_total", "tolerance", "tolerance_model", "margin", "verdict",
+                  "first_divergent_layer", "versions", "replay", "detail"):
+        assert hasattr(r, field)
+    assert r.replay == f"backprop-oracle replay {case.case_id} --from DIR"
+    assert "kappa=" in r.tolerance_model and "fd_err=" in r.tolerance_model
+    assert "numpy" in r.versions
+    with pytest.raises(ValueError):
+        Record(case_id="c", family="mlp", oracle="o", mode="m", device="cpu", dtype="float64",
+               quantity="grad", name="W1", verdict="maybe")
+
+
+def test_first_divergent_layer_direction() -> None:
+    case = _cases.square_mlp()
+    v = {"delta3": "agree", "delta2": "diverge", "delta1": "diverge", "W3": "agree"}
+    assert first_divergent_layer(case, v) == 2
+    assert first_divergent_layer(case, {"delta3": "agree", "W2": "diverge"}) == 2
+    assert first_divergent_layer(case, {"delta3": "kink", "W3": "agree"}) is None
+
+
+def test_triangulate_names_the_odd_one_out() -> None:
+    s = {("reference", "torch"): "agree", ("reference", "jax"): "diverge",
+         ("torch", "jax"): "diverge"}
+    assert triangulate(s) == "jax"
+    assert triangulate({("a", "b"): "diverge", ("a", "c"): "diverge",
+                        ("b", "c"): "diverge"}) is None
