@@ -133,7 +133,8 @@ def compare_with_oracle(case: Case, reference: Any, oracle: Oracle, device: str,
         records = _record_dicts([error_record(case, oracle=oracle.name, mode=oracle.mode,
                                               device=device, dtype=case.dtype, exc=exc)])
     else:
-        mode = str(result.meta.get("method", oracle.mode))
+        # FD refines its mode per case (fd or complex_step); other oracles keep their own
+        mode = str(result.meta.get("method", oracle.mode)) if oracle.name == "fd" else oracle.mode
         records = _record_dicts(compare(case, reference, result, oracle=oracle.name, mode=mode,
                                         device=device, dtype=case.dtype))
     extra = {"precision": oracle.precision, "arch": case.describe(),

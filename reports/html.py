@@ -122,21 +122,35 @@ def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
                    "value": r.get("actual_value"), "index": r.get("worst_index"),
                    "verdict": r.get("verdict")}
                   for r in by_case_tensor[(key[0], top.get("name"))] if r.get("dtype") == key[6]]
+        marked, how = _entry_points(first, recs)
         out.append({
             "id": f"drill-{i}", "key": dict(zip(COMPARISON_KEYS, key)), "records": recs,
-            "first": first, "top": top, "others": others[:12],
+            "first": first, "how": how, "top": top, "others": others[:12],
+            "detail": _detail(top.get("detail")),
             "bars": plots.layer_bars([str(r.get("name")) for r in recs],
-                                     [number(r.get("margin")) for r in recs],
-                                     _layer_label(first, recs)),
+                                     [number(r.get("margin")) for r in recs], marked),
         })
     return out
 
 
-def _layer_label(first: object, recs: list[dict]) -> str | None:
+def _entry_points(first: object, recs: list[dict]) -> tuple[list[str], str]:
+    """The tensors to mark where the divergence enters, and how it was located: the delta of
+    layer ``first`` when it diverges, else that layer's diverging parameter gradients."""
     if first is None:
-        return None
-    name = f"delta{first}"
-    return name if any(r.get("name") == name for r in recs) else None
+        return [], ""
+    failing = [r for r in recs if r.get("verdict") in ("diverge", "nan")]
+    delta = [str(r["name"]) for r in failing if r.get("name") == f"delta{first}"]
+    if delta:
+        return delta, "its delta diverges while every layer above it agrees"
+    params = [str(r["name"]) for r in failing if r.get("quantity") == "grad"]
+    return params, ("no delta diverges: a parameter gradient of this layer does, "
+                    "so the error is in its BP3/BP4 step")
+
+
+def _detail(value: object) -> str:
+    if isinstance(value, dict):
+        return " · ".join(f"{k}: {v}" for k, v in value.items())
+    return "" if value is None else str(value)
 
 
 def _tensor_order(record: dict) -> tuple:

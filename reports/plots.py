@@ -28,7 +28,7 @@ def _svg(fig: plt.Figure) -> str:
 def margin_histograms(margins: dict[tuple[str, str], Sequence[float]]) -> str:
     """log10(error / tolerance) per family and dtype; the line at 0 is the tolerance."""
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
-    logs = {key: [math.log10(v) if v > 1e-20 else -20.0 for v in values]
+    logs = {key: [math.log10(max(v, EXACT)) for v in values]
             for key, values in sorted(margins.items())}
     low = math.floor(min(min(v) for v in logs.values())) - 1
     high = max(1, math.ceil(max(max(v) for v in logs.values())) + 1)
@@ -38,28 +38,31 @@ def margin_histograms(margins: dict[tuple[str, str], Sequence[float]]) -> str:
     ax.axvline(0, color="#c62828", linestyle="--", linewidth=1)
     ax.text(0.1, 0.95, "tolerance", color="#c62828", transform=ax.get_xaxis_transform(),
             va="top")
-    ax.set_xlabel("log10(error / tolerance)   (left of the dashed line: within tolerance)")
+    ax.set_xlabel("log10(error / tolerance)   (left of the dashed line: within tolerance; "
+                  f"exact agreement at {math.log10(EXACT):.0f})")
     ax.set_ylabel("tensors")
     ax.legend(fontsize=7, ncols=2, frameon=False)
     return _svg(fig)
 
 
-def layer_bars(names: Sequence[str], margins: Sequence[float], first_divergent: str | None
-               ) -> str:
-    """Max error / tolerance per tensor of one comparison, on a log scale, threshold 1."""
+EXACT = 1e-12  # where an exact agreement (error 0) is drawn on log axes
+
+
+def layer_bars(names: Sequence[str], margins: Sequence[float], marked: Sequence[str]) -> str:
+    """Max error / tolerance per tensor of one comparison, on a log scale, threshold 1;
+    ``marked`` tensors are where the divergence enters."""
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(names) + 0.9))
-    values = [m if (m > 0 and math.isfinite(m)) else 1e-20 for m in margins]
+    values = [max(m, EXACT) if math.isfinite(m) else 1e12 for m in margins]
     floor = min(min(values), 1.0) / 10
     colours = ["#c62828" if v > 1 else "#2e7d32" for v in values]
     y = range(len(names))
     ax.barh(list(y), [v - floor for v in values], color=colours, left=floor)
     ax.set_xscale("log")
     ax.set_xlim(floor, max(max(values), 1.0) * 10)
-    ax.set_yticks(list(y), labels=[f"{n}  ◀ enters here" if n == first_divergent else n
-                                   for n in names])
+    ax.set_yticks(list(y), labels=[f"{n}  ◀ enters here" if n in marked else n for n in names])
     ax.invert_yaxis()
     ax.axvline(1, color="black", linestyle="--", linewidth=1)
-    ax.set_xlabel("max error / tolerance (dashed: tolerance)")
+    ax.set_xlabel(f"max error / tolerance (dashed: tolerance; exact agreement drawn at {EXACT:g})")
     return _svg(fig)
 
 

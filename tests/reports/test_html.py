@@ -71,3 +71,12 @@ def test_training_trajectories_are_plotted(tmp_path) -> None:
              for k in range(5)]
     _, page, _ = build(tmp_path, steps)
     assert 'id="training"' in page
+
+
+def test_parameter_only_divergence_is_located_at_its_parameter(tmp_path) -> None:
+    """A BP3/BP4 bug: every delta agrees, b2 diverges; the drill-down says so and marks b2."""
+    records = [record("p", name="delta2", quantity="delta", margin=1e-3, first=2),
+               record("p", name="b2", margin=1e6, verdict="diverge", first=2)]
+    _, page, _ = build(tmp_path, records)
+    assert "a parameter gradient of this layer does" in page
+    assert "b2  ◀ enters here" in page and "delta2  ◀ enters here" not in page
