@@ -81,7 +81,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
             f"backprop-oracle: {reporter.count} records -> {reporter.out_dir / 'report.html'}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # session-wide, so hypothesis tests may use it
 def bo_record(request: pytest.FixtureRequest) -> Callable[[object, Iterable[dict]], None]:
     """``bo_record(case, records)``: add a case's comparison records to the session report."""
     reporter: _Reporter = request.config.stash[_KEY]

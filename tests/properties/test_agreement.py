@@ -1,0 +1,70 @@
+"""The property suite: the reference agrees with finite differences, PyTorch and JAX — loss,
+every gradient and every per-layer delta, so a failure names its layer — on drawn cases of
+every family, under the error-model tolerances of ``properties.compare`` (each record states
+its tolerance and how it was derived); and PyTorch agrees with JAX.
+
+Devices are parametrised from what each framework knows; absent ones skip with the oracle's
+own reason. Hypothesis profiles (``BO_PROFILE=ci|thorough|gpu``) set the number of cases."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+
+import backprop_oracle as bo
+from backprop_oracle.oracles.finite_differences import FiniteDifferences
+from backprop_oracle.oracles.jax_oracle import JaxOracle
+from backprop_oracle.oracles.torch_oracle import TorchOracle
+from backprop_oracle.properties import strategies as S
+from backprop_oracle.properties.assertions import assert_agree
+from backprop_oracle.properties.compare import compare
+
+FD = FiniteDifferences()
+SMALL = dict(max_width=16, max_batch=8, max_layers=4)  # keeps the ci profile under budget
+
+
+def framework_params() -> list:
+    params = []
+    for cls, devices in ((TorchOracle, ("cpu", "cuda")), (JaxOracle, ("cpu", "gpu"))):
+        for mode in ("reverse", "forward"):
+            for device in devices:
+                oracle = cls(mode=mode, precision="strict")
+                reason = oracle.available(device)
+                params.append(pytest.param(
+                    oracle, device, id=f"{oracle.name}-{mode}-{device}",
+                    marks=pytest.mark.skipif(reason is not None, reason=str(reason))))
+    return params
+
+
+def check(case: bo.Case, expected: bo.Result, actual: bo.Result, oracle: str, mode: str,
+          device: str, bo_record, **kwargs: object) -> None:
+    records = compare(case, expected, actual, oracle=oracle, mode=mode, device=device,
+                      dtype=case.dtype, **kwargs)
+    bo_record(case, [dict(r.__dict__, precision="strict", arch=case.describe()) for r in records])
+    assert_agree(case, records)
+
+
+@given(case=S.any_cases(dtypes=["float64"], **SMALL))
+def test_reference_equals_finite_differences(case: bo.Case, bo_record) -> None:
+    """float64, every family; FD's own error estimate is part of the tolerance."""
+    result = FD.run(case)
+    check(case, bo.backprop(case), result, "fd", result.meta["method"], "cpu", bo_record)
+
+
+@pytest.mark.parametrize("oracle, device", framework_params())
+@given(case=S.any_cases(**SMALL))
+def test_reference_equals_framework(oracle, device: str, case: bo.Case, bo_record) -> None:
+    """float32 and float64 (drawn), reverse and forward mode, per device."""
+    result = oracle.run(case, device, case.dtype)
+    for name, g in result.grads.items():
+        assert g.dtype.name == case.dtype, f"{oracle.label} returned {name} as {g.dtype}"
+    check(case, bo.backprop(case), result, oracle.name, oracle.mode, device, bo_record)
+
+
+@given(case=S.any_cases(**SMALL))
+def test_torch_equals_jax(case: bo.Case, bo_record) -> None:
+    """The two frameworks against each other, both on cpu, reverse mode, same dtype."""
+    torch_result = TorchOracle().run(case, "cpu", case.dtype)
+    jax_result = JaxOracle().run(case, "cpu", case.dtype)
+    check(case, torch_result, jax_result, "jax-vs-torch", "reverse", "cpu", bo_record,
+          expected_dtype=case.dtype)
