@@ -32,7 +32,7 @@ from ..reference import conv, dense, pooling
 from ..reference.activations import KINKED, activation
 from ..reference.case import (
     ACTIVATION_NAMES, COST_NAMES, DTYPES, FAMILY_NAMES, GRAPH_OPS, POOL_KINDS, Case, Conv2d,
-    Dense, Layer, Node, Pool, avgpool, conv2d, flatten, l2pool, layer_shapes, maxpool, node,
+    Dense, Dropout, Layer, Node, Pool, avgpool, conv2d, flatten, l2pool, layer_shapes, maxpool, node,
 )
 from ..reference.graph import forward as graph_forward
 from ..reference.init import init_params
@@ -92,6 +92,7 @@ class Constraints:
     inits: tuple[str, ...] = ("xavier", "uniform")
     kinks: bool = False
     extreme_logits: bool = True
+    dropout: bool = True
 
     def __post_init__(self) -> None:
         for name, known in (("activations", ACTIVATION_NAMES), ("costs", COST_NAMES),
@@ -160,12 +161,12 @@ def _away_from_zero(values: np.ndarray, bias: float, margin: float) -> float:
     return float(mids[np.argmin(np.abs(mids - bias))])
 
 
-def _repair_kinks(layers: tuple[Layer, ...], params: dict[str, np.ndarray], x: np.ndarray
-                  ) -> dict[str, np.ndarray]:
+def _repair_kinks(layers: tuple[Layer, ...], params: dict[str, np.ndarray], x: np.ndarray,
+                  masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Move each ReLU/leaky layer's biases so that no ``z`` lies within ``MARGIN`` of 0."""
     params = dict(params)
     a, number = x, 0
-    for spec in layers:
+    for l, spec in enumerate(layers, 1):
         if isinstance(spec, (Dense, Conv2d)):
             number += 1
             W, b = params[f"W{number}"], params[f"b{number}"].copy()
@@ -179,6 +180,8 @@ def _repair_kinks(layers: tuple[Layer, ...], params: dict[str, np.ndarray], x: n
                 params[f"b{number}"] = b
             z = z0 + (b if isinstance(spec, Dense) else b[None, :, None, None])
             a = _activate(spec.activation, z)
+        elif isinstance(spec, Dropout):
+            a = a * masks[f"mask{l}"] / (1 - spec.p)
         else:
             a = _pass(spec, a)
     return params
@@ -204,6 +207,13 @@ def _check_max_pool_gaps(case: Case) -> None:
                 raise Rejected("max-pool runner-up gap within the margin")
 
 
+def _masks(layers: tuple, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """An explicit 0/1 mask for every dropout layer, keeping each unit with prob. 1 - p."""
+    shapes = layer_shapes(layers, x.shape[1:])
+    return {f"mask{l}": (rng.random((x.shape[0], *shapes[f"z{l}"])) >= s.p).astype(float)
+            for l, s in enumerate(layers, 1) if isinstance(s, Dropout)}
+
+
 def _finish(family: str, layers: tuple, cost: str, x: np.ndarray, ch: Chooser,
             c: Constraints, rng: np.random.Generator, seed: int, scale: float = 1.0) -> Case:
     init = ch.choice(c.inits)
@@ -214,13 +224,15 @@ def _finish(family: str, layers: tuple, cost: str, x: np.ndarray, ch: Chooser,
         last = max(int(k[1:]) for k in params if k.startswith("W"))
         params[f"W{last}"] = params[f"W{last}"] * scale
         params[f"b{last}"] = params[f"b{last}"] * scale
+    masks = _masks(layers, x, rng)
     if not c.kinks:
-        params = _repair_kinks(layers, params, x)
+        params = _repair_kinks(layers, params, x, masks)
     out = layer_shapes(layers, x.shape[1:])[f"z{len(layers)}"]
     y = _targets(cost, (x.shape[0], *out), rng, soft)
     case = Case(family=family, layers=layers, cost=cost,
                 params={k: v.astype(dtype) for k, v in params.items()}, x=x.astype(dtype),
-                y=y.astype(dtype), dtype=dtype, seed=seed)
+                y=y.astype(dtype), masks={k: m.astype(dtype) for k, m in masks.items()},
+                dtype=dtype, seed=seed)
     if not c.kinks:
         _check_max_pool_gaps(case)
     return case
@@ -237,13 +249,19 @@ def _output_activation(cost: str, ch: Chooser, c: Constraints) -> str:
 
 
 def build_mlp(ch: Chooser, c: Constraints) -> Case:
-    """1..max_layers dense layers of width 1..max_width, any activation, any cost."""
+    """1..max_layers dense layers of width 1..max_width, any activation, any cost; a quarter
+    of hidden layers followed by dropout with an explicit mask (``dropout=False`` to avoid)."""
     depth = ch.integer(1, c.max_layers)
     cost = ch.choice(c.costs)
     widths = [ch.integer(1, c.max_width) for _ in range(depth - 1)]
     out = ch.integer(1, min(c.max_width, 10))
     acts = [ch.choice(c.activations) for _ in widths] + [_output_activation(cost, ch, c)]
-    layers = tuple(Dense(w, a) for w, a in zip(widths + [out], acts))
+    layers: tuple[Layer, ...] = ()
+    for w, a in zip(widths, acts):
+        layers += (Dense(w, a),)
+        if c.dropout and ch.integer(0, 3) == 0:  # a quarter of hidden layers
+            layers += (Dropout(ch.choice((0.25, 0.5))),)
+    layers += (Dense(out, acts[-1]),)
     batch, features = ch.integer(1, c.max_batch), ch.integer(1, c.max_width)
     seed = ch.integer(0, 2**31 - 1)
     rng = np.random.default_rng(seed)

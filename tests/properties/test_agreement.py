@@ -68,3 +68,14 @@ def test_torch_equals_jax(case: bo.Case, bo_record) -> None:
     jax_result = JaxOracle().run(case, "cpu", case.dtype)
     check(case, torch_result, jax_result, "jax-vs-torch", "reverse", "cpu", bo_record,
           expected_dtype=case.dtype)
+
+
+@pytest.mark.parametrize("oracle, device", framework_params())
+def test_dropout_with_a_shared_mask_agrees(oracle, device: str, bo_record) -> None:
+    """The same explicit mask in every framework: reference, PyTorch and JAX agree on MLPs
+    with dropout layers (float32 and float64)."""
+    drawn = [c for c in bo.cases("mlp", 30, seed=9, max_width=12, max_batch=6) if c.masks]
+    assert len(drawn) >= 3
+    for case in drawn[:6]:
+        result = oracle.run(case, device, case.dtype)
+        check(case, bo.backprop(case), result, oracle.name, oracle.mode, device, bo_record)

@@ -13,6 +13,7 @@ import backprop_oracle as bo
 from backprop_oracle.properties import strategies as S
 from backprop_oracle.reference.case import Dense, Conv2d, node
 from backprop_oracle.reference.costs import softmax_cross_entropy
+from backprop_oracle.reference.training import minibatch
 
 TOL = 1e-9
 
@@ -27,8 +28,7 @@ def test_batch_gradient_is_the_mean_of_per_sample_gradients(case: bo.Case) -> No
     """Seed 000, assumption 1: C = (1/n) sum_x C_x, so nabla C = (1/n) sum_x nabla C_x."""
     case = case.astype("float64")
     whole = bo.backprop(case).grads
-    singles = [bo.backprop(case.with_arrays(x=case.x[i:i + 1], y=case.y[i:i + 1])).grads
-               for i in range(case.batch)]
+    singles = [bo.backprop(minibatch(case, np.array([i]))).grads for i in range(case.batch)]
     for name in whole:
         mean = np.mean([g[name] for g in singles], axis=0)
         assert close(whole[name], mean), name

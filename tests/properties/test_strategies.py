@@ -11,7 +11,7 @@ import backprop_oracle as bo
 from backprop_oracle.properties import strategies as S
 from backprop_oracle.reference import pooling
 from backprop_oracle.reference.activations import KINKED
-from backprop_oracle.reference.case import Conv2d, Dense, Pool
+from backprop_oracle.reference.case import Conv2d, Dense, Dropout, Pool
 from backprop_oracle.reference.network import feedforward
 
 STRICT = settings(max_examples=30, deadline=None)  # health checks stay on
@@ -40,8 +40,11 @@ def test_drawn_cases_are_valid_and_backprop_runs(case: bo.Case) -> None:
 @STRICT
 @given(S.mlp_cases())
 def test_mlp_architecture_bounds(case: bo.Case) -> None:
-    assert 1 <= len(case.layers) <= 5 and 1 <= case.batch <= 32
-    assert all(isinstance(s, Dense) and 1 <= s.units <= 64 for s in case.layers)
+    dense = [s for s in case.layers if isinstance(s, Dense)]
+    assert 1 <= len(dense) <= 5 and 1 <= case.batch <= 32
+    assert all(1 <= s.units <= 64 for s in dense)
+    assert all(isinstance(s, (Dense, Dropout)) for s in case.layers)
+    assert not isinstance(case.layers[-1], Dropout)
 
 
 @STRICT
@@ -71,6 +74,15 @@ def test_kink_mode_hits_exact_kinks() -> None:
     assert found_zero and found_tie
 
 
+def test_dropout_layers_come_with_explicit_masks() -> None:
+    drawn = [c for c in bo.cases("mlp", 40, seed=2) if c.masks]
+    assert drawn, "no dropout drawn in 40 MLPs"
+    for case in drawn:
+        for name, mask in case.masks.items():
+            assert set(np.unique(mask)) <= {0.0, 1.0} and mask.shape[0] == case.batch
+    assert not any(c.masks for c in bo.cases("mlp", 20, seed=2, dropout=False))
+
+
 def test_softmax_logits_reach_extremes() -> None:
     largest = max(float(np.max(np.abs(feedforward(c)[0][-1])))
                   for c in bo.cases("softmax", 60, seed=0))
@@ -87,8 +99,10 @@ def test_constraints_restrict_draws() -> None:
     drawn = bo.cases("mlp", 30, seed=1, activations=["tanh"], costs=["quadratic"],
                      max_layers=2, max_width=4, dtypes=["float32"])
     for case in drawn:
-        assert len(case.layers) <= 2 and case.cost == "quadratic" and case.dtype == "float32"
-        assert all(s.activation == "tanh" and s.units <= 4 for s in case.layers)
+        assert case.cost == "quadratic" and case.dtype == "float32"
+        dense = [s for s in case.layers if isinstance(s, Dense)]
+        assert len(dense) <= 2
+        assert all(s.activation == "tanh" and s.units <= 4 for s in dense)
 
 
 @pytest.mark.parametrize("kwargs, message", [
