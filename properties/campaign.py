@@ -169,6 +169,10 @@ def run(config: RunConfig, out_dir: Path,
     (out_dir / "run.json").write_text(json.dumps(config.to_json(), indent=1))
     (out_dir / "environment.json").write_text(
         json.dumps(environment(config, oracles), indent=1))
+    if {"torch", "jax"} & set(config.oracles):
+        from .conventions import measure
+
+        (out_dir / "conventions.json").write_text(json.dumps(measure(config.devices), indent=1))
     runnable: list[tuple[Oracle, str]] = []
     done = 0
     with RecordWriter(out_dir / "records.jsonl") as writer:
