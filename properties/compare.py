@@ -36,7 +36,9 @@ from numpy.typing import NDArray
 
 from ..reference.case import Case, parametrised
 from ..reference.result import Result
-from .error_model import KAPPA, Bounds, bounds, describe, tolerance, unit_roundoff
+from .error_model import (
+    KAPPA, Bounds, bounds, describe, tolerance, underflow_floor, unit_roundoff,
+)
 from .records import Record
 
 Array = NDArray[np.float64]
@@ -169,7 +171,9 @@ def compare(case: Case, expected: Result, actual: Result, *, oracle: str, mode: 
     FD error estimates (``meta["fd_error"]``) of either side are added to the tolerance."""
     b = model if model is not None else bounds(case)
     u_a = unit_roundoff(dtype)
-    u_e = unit_roundoff(expected_dtype or _dtype_of(expected, case.dtype))
+    dtype_e = expected_dtype or _dtype_of(expected, case.dtype)
+    u_e = unit_roundoff(dtype_e)
+    floor = underflow_floor(b, dtype, dtype_e, kappa)
     rows = _kink_rows(case, b, (expected, actual), kappa * (u_a + u_e))
     meta = {"oracle": oracle, "mode": mode, "device": device, "dtype": dtype,
             "versions": versions(expected, actual), "replay": replay_command(case, replay_dir)}
@@ -184,8 +188,8 @@ def compare(case: Case, expected: Result, actual: Result, *, oracle: str, mode: 
             continue
         fd = np.asarray(_fd_err(expected, name)) + np.asarray(_fd_err(actual, name))
         E = b.E[name]
-        t = _Tensor(e, a, tolerance(E, u_a, u_e, fd, kappa))
-        text = describe(tuple(int(i) for i in t.worst), E, b.M[name], u_a, u_e, fd, kappa)
+        t = _Tensor(e, a, tolerance(E, u_a, u_e, fd, kappa, floor))
+        text = describe(tuple(int(i) for i in t.worst), E, b.M[name], u_a, u_e, fd, kappa, floor)
         compared[name] = (quantity, t, text)
     verdicts = _verdicts(case, compared, rows)
     first = first_divergent_layer(case, verdicts)

@@ -22,9 +22,19 @@ unit roundoff ``u`` (``2^-24`` float32, ``2^-53`` float64), and compared with an
   ``R = 3 s + sigma'`` (sigmoid), ``5 t^2 + sigma'`` (tanh). The forward error ``E[z^l] =
   |W| E[a^(l-1)] + (fan_in + 1) (|W| |a| + |b|)`` is propagated from the input.
 * BP1 magnitudes: quadratic ``(E[a] + |a - y|) |sigma'| / n + |a - y| E[sigma'] / n``;
-  cross-entropy ``(E[a] + |a - y|) / n``; softmax ``(E[s] + |s - t|) / n`` with ``E[s] =
-  s (E[z] + sum_j s_j E[z_j] + |z - max z| + K + 3)``: extreme logits (up to 1e4) enter
-  through ``E[z]`` and ``|z - max z|``.
+  cross-entropy ``(E[a] + a softplus(z) + |a - y|) / n``; softmax ``(E[s] + |s - t|) / n``
+  with ``E[s] = s (E[z] + sum_j s_j E[z_j] + |z - max z| + |lse| + K + 3)``: extreme logits
+  (up to 1e4) enter through ``E[z]`` and ``|z - max z|``. The ``a softplus(z)`` and
+  ``s |lse|`` terms cover frameworks that form the probability in log space,
+  ``exp(z - lse)``: ``lse`` carries an absolute rounding of ``u |lse|``, which becomes a
+  relative error of the probability (JAX's gradient of ``softplus`` does this: at ``z = 33``
+  it returns ``sigma(z) = 1`` exactly, 3e-15 away from the true ``1 - 2.9e-15``).
+* Underflow: XLA flushes subnormal results to zero (NumPy and PyTorch on CPU do not), so an
+  operation may also make an absolute error up to ``tiny`` (the smallest normal number of the
+  dtype), which the backward pass can amplify at most by ``gain`` (the product over layers of
+  ``max(1, sum |W|)``, or over graph nodes of their largest local derivative). The tolerance
+  adds the floor ``kappa * tiny * (L + 1) * gain``: negligible wherever values are normal, it
+  keeps a probability of 1e-322 that came out as 0 from being called a divergence.
 * The loss: the same forward bounds, through the cost's own terms (softplus, ``|y z|``,
   log-sum-exp, squared residuals) and the ``n`` additions of the batch sum.
 * ``u_expected``: the oracle's own rounding (float64 for finite differences, whose truncation
@@ -80,6 +90,8 @@ class Bounds:
     gaps: dict[str, Array] = field(default_factory=dict)
     kinked: dict[int, str] = field(default_factory=dict)
     values: dict[str, Array] = field(default_factory=dict)
+    gain: float = 1.0  # bound on how much the backward pass amplifies an absolute error
+    stages: int = 1  # rounding stages along the longest path (layers or nodes + 1)
 
 
 def _abs(case: Case) -> dict[str, Array]:
@@ -170,7 +182,7 @@ def _bp1(case: Case, zL: Array, aL: Array, EzL: Array, EaL: Array
             np.sum(terms) / n)
     if case.cost == "cross_entropy":
         res = np.abs(aL - y)
-        E = (EaL + res) / n + res / n
+        E = (EaL + np.abs(aL) * softplus(zL) + res) / n + res / n  # + log-space sigma
         terms = softplus(zL) + np.abs(y * zL)
         E_loss = (np.sum(res * EzL) + (count + 4) * np.sum(terms)) / n
         return E, (np.abs(aL) + np.abs(y)) / n, np.asarray(E_loss), np.asarray(
@@ -182,11 +194,11 @@ def _softmax_bp1(z: Array, t: Array, Ez: Array, n: int) -> tuple[Array, Array, A
     s = softmax_fn(z)
     K = z.shape[-1]
     shift = np.abs(z - z.max(axis=-1, keepdims=True))
-    Es = s * (Ez + (s * Ez).sum(axis=-1, keepdims=True) + shift + K + 3)
-    res = np.abs(s - t)
-    E = (Es + res) / n + res / n
     m = z.max(axis=-1)
     lse = m + np.log(np.exp(z - m[:, None]).sum(axis=-1))
+    Es = s * (Ez + (s * Ez).sum(axis=-1, keepdims=True) + shift + np.abs(lse)[:, None] + K + 3)
+    res = np.abs(s - t)
+    E = (Es + res) / n + res / n
     terms = (np.abs(lse) + np.abs(m)) * t.sum(axis=-1) + np.abs(t * z).sum(axis=-1) + K
     E_loss = (np.sum(res * Ez) + (K + n + 4) * np.sum(terms)) / n
     return E, (s + t) / n, np.asarray(E_loss), np.asarray(np.sum(terms) / n)
@@ -271,7 +283,26 @@ def _network_bounds(case: Case) -> Bounds:
         Md = mda * sp
         b.E[f"delta{l - 1}"], b.M[f"delta{l - 1}"] = Ed, Md
     b.values = {**ref.grads, **ref.deltas}
+    b.gain = float(np.prod([max(1.0, float(np.sum(np.abs(v)))) for k, v in c64.params.items()
+                            if k.startswith("W")]))
+    b.stages = L + 1
     return b
+
+
+def _graph_gain(case: Case, values: list[Array]) -> float:
+    """Product over nodes of the largest local derivative (seed 002's node rules)."""
+    gain = 1.0
+    for l, spec in enumerate(case.layers, 1):
+        ins = [np.abs(np.asarray(r if isinstance(r, float) else case.x if r == "x" else
+                                 case.params[r] if isinstance(r, str) else values[r - 1]))
+               for r in spec.inputs]
+        out = np.abs(values[l - 1])
+        local = {"mul": max(float(np.max(i)) for i in ins),
+                 "div": float(np.max(1 / ins[-1]) * max(1.0, float(np.max(out)))),
+                 "exp": float(np.max(out)), "reciprocal": float(np.max(out)) ** 2,
+                 "log": float(np.max(1 / ins[0]))}.get(spec.op, 1.0)
+        gain *= max(1.0, local)
+    return gain
 
 
 # ----------------------------------------------------------------------- graphs
@@ -374,6 +405,8 @@ def _graph_bounds(case: Case) -> Bounds:
     b.E.update(leaf_E)
     b.M.update(leaf_M)
     b.values = {**ref.grads, **ref.deltas}
+    b.gain = _graph_gain(c64, values)
+    b.stages = len(values) + 1
     return b
 
 
@@ -412,13 +445,26 @@ def bounds(case: Case) -> Bounds:
 
 
 def tolerance(E: Array, u_actual: float, u_expected: float, fd_err: Array | float = 0.0,
-              kappa: float = KAPPA) -> Array:
-    """``tol = kappa (u_actual + u_expected) E + fd_err``."""
-    return kappa * (u_actual + u_expected) * np.asarray(E) + np.asarray(fd_err)
+              kappa: float = KAPPA, floor: float = 0.0) -> Array:
+    """``tol = kappa (u_actual + u_expected) E + fd_err + floor``."""
+    return kappa * (u_actual + u_expected) * np.asarray(E) + np.asarray(fd_err) + floor
+
+
+def smallest_normal(dtype: str) -> float:
+    return float(np.finfo(np.dtype(dtype)).tiny)
+
+
+def underflow_floor(b: Bounds, dtype_actual: str, dtype_expected: str,
+                    kappa: float = KAPPA) -> float:
+    """``kappa * tiny * stages * gain``: the largest absolute error flush-to-zero of
+    subnormal intermediates can leave after the backward pass (``tiny``: smallest normal
+    number of the coarser dtype)."""
+    tiny = max(smallest_normal(dtype_actual), smallest_normal(dtype_expected))
+    return kappa * tiny * b.stages * b.gain
 
 
 def describe(i: tuple, E: Array, M: Array, u_actual: float, u_expected: float,
-             fd_err: Array | float, kappa: float = KAPPA) -> str:
+             fd_err: Array | float, kappa: float = KAPPA, floor: float = 0.0) -> str:
     """The tolerance at index ``i`` written out, e.g.
     ``kappa=2 x u=5.96e-08 x K=12 x |terms|=3.1e-02 + fd_err=1.0e-11``."""
     e = float(np.asarray(E)[i]) if np.ndim(E) else float(E)
@@ -426,4 +472,4 @@ def describe(i: tuple, E: Array, M: Array, u_actual: float, u_expected: float,
     f = float(np.asarray(fd_err)[i]) if np.ndim(fd_err) else float(fd_err)
     K = e / m if m > 0 else float("inf") if e > 0 else 0.0
     return (f"kappa={kappa:g} x u={u_actual + u_expected:.3g} x K={K:.3g} x |terms|={m:.3g}"
-            f" + fd_err={f:.3g}")
+            f" + fd_err={f:.3g}" + (f" + underflow={floor:.3g}" if floor else ""))
