@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from ..reference import conv, dense, pooling
 from ..reference.activations import KINKED, activation
 from ..reference.case import (
-    ACTIVATION_NAMES, COST_NAMES, DTYPES, FAMILY_NAMES, GRAPH_OPS, POOL_KINDS, Case, Conv2d,
+    ACTIVATION_NAMES, COST_NAMES, DTYPES, FAMILY_NAMES, GRAPH_OPS, POOL_KINDS, Case, CaseError,
+    Conv2d,
     Dense, Dropout, Layer, Node, Pool, avgpool, conv2d, flatten, l2pool, layer_shapes, maxpool, node,
 )
 from ..reference.graph import forward as graph_forward
@@ -365,7 +366,10 @@ def build_graph(ch: Chooser, c: Constraints) -> Case:
                 x=rng.normal(size=(batch, width)).astype(dtype),
                 y=_targets(cost, (batch, width), rng, ch.boolean()).astype(dtype),
                 dtype=dtype, seed=seed)
-    values = graph_forward(case)
+    try:
+        values = graph_forward(case)
+    except CaseError as exc:  # e.g. exp overflowing: not a usable draw
+        raise Rejected(str(exc)) from None
     if max(float(np.max(np.abs(v))) for v in values) > 1e3:
         raise Rejected("graph values beyond 1e3")
     return case

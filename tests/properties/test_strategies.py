@@ -127,3 +127,8 @@ def test_graph_draws_respect_domains(case: bo.Case) -> None:
     for spec in case.layers:
         assert spec.op in ("add", "mul", "div", "neg", "exp", "reciprocal", "log", "sigmoid")
     assert np.isfinite(bo.backprop(case).loss)
+
+
+def test_graph_draws_that_overflow_are_rejected_not_raised() -> None:
+    """Seed 101 once drew exp(exp(...)) overflowing; such draws are rejected and redrawn."""
+    assert len(bo.cases("graph", 625, seed=101)) == 625
