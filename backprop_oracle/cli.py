@@ -53,6 +53,26 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("case_id")
     replay.add_argument("--from", dest="source", type=Path, required=True,
                         help="the output directory of the run that recorded it")
+    check = sub.add_parser("check", help="verify another implementation: MODULE:CALLABLE "
+                                         "returning gradients keyed like case.params")
+    check.add_argument("target", help="MODULE:CALLABLE or path/to/file.py:CALLABLE")
+    check.add_argument("--families", "--family", dest="families", type=_csv, default=None,
+                       help="comma-separated families to draw (default: all)")
+    check.add_argument("--cases", type=int, default=20, help="cases per family (default 20)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
+                       help="restrict the drawn cases, e.g. activations=sigmoid,tanh "
+                            "max_layers=3 dtypes=float64 (repeatable)")
+    check.add_argument("--training", action="store_true",
+                       help="CALLABLE(case, training) returns [params after the step]: check "
+                            "SGD with momentum and schedule step by step")
+    check.add_argument("--no-tiebreak", action="store_true",
+                       help="do not run PyTorch/JAX on disagreeing cases")
+    check.add_argument("--replay", metavar="CASE_ID", default=None,
+                       help="re-check one case saved by an earlier check (needs --from)")
+    check.add_argument("--from", dest="source", type=Path, default=None,
+                       help="the output directory of that earlier check")
+    check.add_argument("--out", type=Path, default=Path("bo-check"), help="output directory")
     return parser
 
 
@@ -127,6 +147,94 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_DIVERGENCE if failing else EXIT_OK
 
 
+def load_target(target: str):
+    """The callable named by ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``."""
+    import importlib
+    import importlib.util
+
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{target!r}: expected MODULE:CALLABLE or path/to/file.py:CALLABLE")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise UsageError(f"{target!r}: no file {path}")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any import failure is bad input here
+        raise UsageError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    fn = module
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise UsageError(f"{module_name!r} has no attribute {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise UsageError(f"{target!r} is a {type(fn).__name__}, not callable")
+    return fn
+
+
+def _constraint(text: str) -> tuple[str, object]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--constraint {text!r}: expected KEY=VALUE")
+    key, value = key.strip(), value.strip()
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, list(_csv(value))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .properties import check as checking
+    from .properties.case_io import load_case
+    from .reference.case import FAMILY_NAMES
+
+    impl = load_target(args.target)
+    replay = f"backprop-oracle check {args.target} --replay {{case.case_id}} --from {args.out}"
+    if args.replay:
+        if args.source is None:
+            raise UsageError("--replay needs --from DIR (the output directory of that check)")
+        try:
+            cases = [load_case(args.source / "cases", args.replay)]
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        families = args.families or FAMILY_NAMES
+        unknown = [f for f in families if f not in FAMILY_NAMES]
+        if unknown:
+            raise UsageError(f"--families: unknown {unknown}; expected some of "
+                             f"{', '.join(FAMILY_NAMES)}")
+        constraints = dict(_constraint(c) for c in args.constraint)
+        try:
+            cases = [c for f in families for c in checking._resolve(
+                f, args.cases, args.seed, constraints)]
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+    if args.training:
+        report = checking.check_training(impl, cases, name=args.target, replay=replay)
+    else:
+        bar, update = _progress_bar()
+        try:
+            report = checking.check(impl, cases, name=args.target, replay=replay,
+                                    tiebreakers=() if args.no_tiebreak else ("torch", "jax"),
+                                    progress=update)
+        finally:
+            bar.close()
+    path = report.write(args.out)
+    print(report.summary())
+    print(f"report: {path}")
+    return EXIT_OK if report.ok else EXIT_DIVERGENCE
+
+
 def _num(value: object) -> str:
     try:
         return f"{float(value):.3g}"  # type: ignore[arg-type]
@@ -134,7 +242,7 @@ def _num(value: object) -> str:
         return "-"
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "check": cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,12 +98,18 @@ def versions() -> dict[str, str]:
     return found
 
 
-def environment(config: RunConfig, oracles: Sequence[Oracle]) -> dict[str, str]:
-    """What the report records about the run: versions, devices, precision settings, seed."""
+def environment_of() -> dict[str, str]:
+    """Library versions, the platform and the command line."""
     env: dict[str, str] = {k: v for k, v in versions().items()}
     env["platform"] = platform.platform()
-    env["seed"] = str(config.seed)
     env["command"] = " ".join(sys.argv)
+    return env
+
+
+def environment(config: RunConfig, oracles: Sequence[Oracle]) -> dict[str, str]:
+    """What the report records about the run: versions, devices, precision settings, seed."""
+    env = environment_of()
+    env["seed"] = str(config.seed)
     for oracle in oracles:
         for device in config.devices:
             if oracle.available(device) is None:

@@ -17,7 +17,7 @@ class Result:
     ``gaps["gap<l>"]``: per max-pool window, maximum minus runner-up (0 marks a tie);
     ``meta``: how the result was obtained (method, device, settings)."""
 
-    loss: float
+    loss: float | None
     grads: dict[str, Array]
     deltas: dict[str, Array] = field(default_factory=dict)
     activations: dict[str, Array] = field(default_factory=dict)
