@@ -4,7 +4,7 @@ against ``torch.optim.SGD`` and ``optax.sgd`` with the framework's own gradients
 
 Each step is teacher-forced: the framework starts from the reference's parameters and
 velocity at that step, so its error does not compound and has an exact model:
-``tol_t = eta_t * tol(grad) + kappa * u * (|mu v| + |g|) * eta_t + kappa * u * (|w| + eta_t |v'|)``
+``tol_t`` = ``properties.check.update_tolerance`` (``eta_t tol(grad)`` plus the rounding of the update)
 with ``tol(grad)`` the comparison's error-model tolerance for the gradient at ``w_t``.
 One ``update`` record per parameter and step (its ``step`` field), so the report plots how the
 error evolves along the trajectory.
@@ -25,7 +25,7 @@ from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
 from backprop_oracle.properties import strategies as S
 from backprop_oracle.properties.assertions import assert_agree
-from backprop_oracle.properties.error_model import KAPPA, bounds, tolerance, unit_roundoff
+from backprop_oracle.properties.check import update_tolerance
 from backprop_oracle.reference import training
 
 STEPS, MU, ETA0, GAMMA, EVERY = 4, 0.9, 0.05, 0.5, 2
@@ -74,7 +74,6 @@ def optax_rate(t: int) -> float:
 def update_records(case: bo.Case, framework: str, oracle, stepper,
                    schedule=SCHEDULE) -> list[dict]:
     trajectory = training.train(case, STEPS, schedule, mu=MU, convention="pytorch")
-    u = unit_roundoff(case.dtype)
     records, v = [], None
     for t in range(STEPS):
         at = case.with_arrays(params=trajectory.params[t])
@@ -82,12 +81,9 @@ def update_records(case: bo.Case, framework: str, oracle, stepper,
         eta = schedule(t)
         w_next = stepper(trajectory.params[t], v, g, eta if framework == "torch" else t)
         v_ref = {k: (MU * v[k] if v is not None else 0) + bo.backprop(at).grads[k] for k in g}
-        E = bounds(at).E
         for name, w in trajectory.params[t + 1].items():
-            tol_g = tolerance(E[name], u, u)
-            v_prev = np.abs(v[name]) if v is not None else 0
-            tol = eta * (tol_g + KAPPA * u * (MU * v_prev + np.abs(g[name]))) + \
-                KAPPA * u * (np.abs(trajectory.params[t][name]) + eta * np.abs(v_ref[name]))
+            v_prev = v[name] if v is not None else np.zeros_like(w)
+            tol = update_tolerance(at, name, eta, MU, g[name], v_prev, v_ref[name])
             err = np.abs(w_next[name] - w)
             margin = float(np.max(err / tol))
             worst = np.unravel_index(int(np.argmax(err / tol)), err.shape)
