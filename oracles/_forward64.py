@@ -32,9 +32,13 @@ def _neg_real(z: Array) -> tuple[Array, NDArray[np.bool_]]:
 
 
 def sigmoid(z: Array) -> Array:
-    """``1 / (1 + e^-z) = (1 + tanh(z/2)) / 2``: one transcendental, no overflow, analytic
-    (complex-safe); absolute error ~eps, which is all a difference of losses needs."""
-    return 0.5 * (1 + np.tanh(0.5 * z))
+    """``1 / (1 + e^-z)``, as ``e^w / (1 + e^w)`` with ``Re w <= 0`` (``w = -|Re z| ...``,
+    mirrored for ``Re z >= 0``): no overflow, analytic (complex-safe), and accurate to a few
+    eps *relative* in both tails. (``(1 + tanh(z/2)) / 2`` is only accurate to eps absolute;
+    its complex step then loses ``eps / sigmoid(z)`` relative through a later ``log``.)"""
+    w, pos = _neg_real(z)
+    e = np.exp(w)
+    return np.where(pos, 1 / (1 + e), e / (1 + e))
 
 
 def softplus(z: Array) -> Array:
@@ -290,7 +294,11 @@ class Graph:
 
     def losses(self, leaves: dict[str, Array], offsets: dict[int, Array]
                ) -> tuple[Array, NDArray[np.float64]]:
-        return self._costs(self._values(leaves, offsets)[-1])
+        """``(P, N)`` costs, also when the perturbed leaf or node does not reach the output
+        (then every copy is the unperturbed cost)."""
+        P = max((v.shape[0] for v in (*leaves.values(), *offsets.values())), default=1)
+        out = self._values(leaves, offsets)[-1]
+        return self._costs(np.broadcast_to(out, (P, *out.shape[1:])))
 
 
 def build(case: Case) -> Network | Graph:

@@ -122,3 +122,37 @@ def test_pooled_error_estimate_covers_a_chance_cancellation() -> None:
     records = compare(case, bo.backprop(case), FiniteDifferences().run(case), oracle="fd",
                       mode="fd", device="cpu", dtype="float64")
     assert {r.verdict for r in records} == {"agree"}
+
+
+def _log_sigmoid_graph(x: np.ndarray) -> bo.Case:
+    """log(sigmoid(2x)) with a dead branch (node 3 -> 4, leaf p1 unused): the campaign's
+    case 3b2ba9f8fde091a3, seed 101, shortened."""
+    n = x.shape[0]
+    layers = (bo.node("add", "x", "x"), bo.node("sigmoid", 1), bo.node("add", "x", "x"),
+              bo.node("add", 3, "p2"), bo.node("neg", 1), bo.node("log", 2))
+    return bo.Case(family="graph", layers=layers, cost="quadratic",
+                   params={"p1": np.ones(x.shape[1]), "p2": np.ones(x.shape[1])},
+                   x=x, y=np.zeros((n, x.shape[1])))
+
+
+def test_complex_step_through_log_of_a_small_sigmoid() -> None:
+    """The FD forward's sigmoid was ``(1 + tanh(z/2)) / 2``: eps-accurate only in absolute
+    terms, so the complex step of ``log(sigmoid(-6.16))`` was 2.3e-14 relative off (1.24x the
+    tolerance) while the reference, PyTorch and JAX agreed to the last bit."""
+    case = _log_sigmoid_graph(np.array([[-3.07975674, -0.83362508, 1.53038478, 0.02001349],
+                                        [-12.0, -8.0, 20.0, 0.5]]))
+    cs = FiniteDifferences("complex_step").run(case)
+    records = compare(case, bo.backprop(case), cs, oracle="fd", mode="complex_step",
+                      device="cpu", dtype="float64")
+    assert summary_verdict(records) == "agree", [r for r in records if r.verdict != "agree"]
+    assert max(r.margin for r in records) < 0.5
+
+
+def test_finite_differences_of_leaves_and_nodes_that_do_not_reach_the_output() -> None:
+    case = _log_sigmoid_graph(np.random.default_rng(0).normal(size=(3, 4)))
+    for method in ("fd", "complex_step"):
+        result = FiniteDifferences(method).run(case)
+        assert not result.grads["p1"].any() and not result.grads["p2"].any()
+        for l in (3, 4, 5):
+            assert result.deltas[f"delta{l}"].shape == (3, 4)
+            assert not result.deltas[f"delta{l}"].any()
