@@ -43,7 +43,12 @@ Impl = Callable[[Case], Mapping[str, Any]]
 
 
 class BadReturn(Exception):
-    """The implementation returned something that is not gradients of the case."""
+    """The implementation returned something that is not gradients of the case;
+    ``names``: the parameters concerned, when there are some."""
+
+    def __init__(self, message: str, names: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.names = list(names)
 
 
 # ---------------------------------------------------------------- the report
@@ -152,7 +157,16 @@ def as_result(case: Case, returned: Any) -> Result:
                 ([f"unexpected key(s) {', '.join(extra)} (expected {', '.join(case.params)}"
                   f", optionally loss and delta1..delta{len(case.layers)})"] if extra else [])
         raise BadReturn(f"{_where(case)}: {'; '.join(parts)}")
-    grads = {k: _array(case, k, returned[k], case.params[k].shape) for k in case.params}
+    grads, problems = {}, []
+    for k in case.params:
+        try:
+            grads[k] = _array(case, k, returned[k], case.params[k].shape)
+        except BadReturn as exc:
+            problems.append((k, str(exc)))
+    if problems:
+        raise BadReturn("; ".join(m for _, m in problems[:3]) +
+                        (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""),
+                        [k for k, _ in problems])
     deltas = {k: _array(case, k, v, None) for k, v in returned.items() if k.startswith("delta")}
     loss = None
     if "loss" in returned:
@@ -244,7 +258,7 @@ def check_case(impl: Impl, case: Case, name: str, tiebreakers: Sequence = (),
     try:
         actual = as_result(case, impl(case))
     except BadReturn as exc:
-        return _record_dicts([_bad_return(case, name, str(exc))], extra)
+        return _record_dicts([_bad_return(case, name, exc)], extra)
     except Exception as exc:  # noqa: BLE001 - the implementation's failure is the finding
         return _record_dicts([error_record(case, oracle=name, mode="implementation",
                                            device="cpu", dtype=case.dtype, exc=exc)], extra)
@@ -260,12 +274,24 @@ def check_case(impl: Impl, case: Case, name: str, tiebreakers: Sequence = (),
     return rows
 
 
-def _bad_return(case: Case, name: str, message: str):
+def _bad_return(case: Case, name: str, exc: BadReturn):
+    """An ``oracle_error`` record; when parameters are named, the record names the one of
+    the highest layer (where back-propagation meets the problem first) and that layer."""
+    from .compare import first_divergent_layer
     from .records import Record
 
+    layer = first_divergent_layer(case, {k: "diverge" for k in exc.names})
+    named = max(exc.names, key=lambda k: (_layer_or_zero(case, k), k)) if exc.names else "-"
     return Record(case_id=case.case_id, family=case.family, oracle=name, mode="implementation",
-                  device="cpu", dtype=case.dtype, quantity="run", name="-",
-                  verdict="oracle_error", detail={"type": "BadReturn", "message": message})
+                  device="cpu", dtype=case.dtype, quantity="run", name=named,
+                  verdict="oracle_error", first_divergent_layer=layer,
+                  detail={"type": "BadReturn", "message": str(exc), "parameters": exc.names})
+
+
+def _layer_or_zero(case: Case, name: str) -> int:
+    from .compare import _layer_of
+
+    return _layer_of(case, name) or 0
 
 
 def _break_tie(case: Case, reference: Result, actual: Result, name: str, rows: list[dict],

@@ -297,11 +297,12 @@ def _graph_gain(case: Case, values: list[Array]) -> float:
                                  case.params[r] if isinstance(r, str) else values[r - 1]))
                for r in spec.inputs]
         out = np.abs(values[l - 1])
-        local = {"mul": max(float(np.max(i)) for i in ins),
-                 "div": float(np.max(1 / ins[-1]) * max(1.0, float(np.max(out)))),
-                 "exp": float(np.max(out)), "reciprocal": float(np.max(out)) ** 2,
-                 "log": float(np.max(1 / ins[0]))}.get(spec.op, 1.0)
-        gain *= max(1.0, local)
+        local = {"mul": lambda: max(float(np.max(i)) for i in ins),
+                 "div": lambda: float(np.max(1 / ins[-1]) * max(1.0, float(np.max(out)))),
+                 "exp": lambda: float(np.max(out)),
+                 "reciprocal": lambda: float(np.max(out)) ** 2,
+                 "log": lambda: float(np.max(1 / ins[0]))}.get(spec.op, lambda: 1.0)
+        gain *= max(1.0, local())  # only this node's rule: another's may divide by zero here
     return gain
 
 

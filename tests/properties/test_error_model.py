@@ -109,3 +109,13 @@ def test_bounds_cover_every_tensor() -> None:
         for key, value in {**ref.grads, **ref.deltas}.items():
             assert b.E[key].shape == value.shape and np.all(b.E[key] >= 0), (name, key)
         assert b.E["loss"] > 0
+
+
+def test_graph_bounds_of_a_mul_with_a_zero_input_do_not_divide_by_zero() -> None:
+    """Found by the mutation suite: every node rule's gain was evaluated for every node, so a
+    ``mul`` with an all-zero input raised a divide-by-zero warning (an error in CI)."""
+    case = bo.Case(family="graph", layers=(bo.node("mul", "x", 0.0), bo.node("mul", 1, "p1"),
+                                           bo.node("sigmoid", 2)),
+                   cost="quadratic", params={"p1": np.ones(3)}, x=np.ones((2, 3)),
+                   y=np.zeros((2, 3)))
+    assert np.isfinite(bounds(case).gain)
