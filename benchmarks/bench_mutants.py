@@ -1,0 +1,147 @@
+"""Detection power of ``bo.check`` against ``torch.autograd.gradcheck`` and
+``jax.test_util.check_grads`` on the planted bugs of ``tests/mutation/mutants.py``.
+
+Per mutant: over seeds 0..S-1, the number of cases (in draw order) until ``bo.check`` first
+reports it (median), whether the named layer was the one where the bug enters, and the time;
+then the same mutant wrapped for gradcheck (an ``autograd.Function`` whose forward is the
+reference loss and whose backward returns the mutant's gradients) and for check_grads (a
+``jax.custom_vjp`` with the same forward and backward through ``pure_callback``), on the
+first K cases, float64, default settings.
+
+    python benchmarks/bench_mutants.py [--seeds 5] [--max-cases 30] [--k 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import backprop_oracle as bo  # noqa: E402
+from tests.mutation.mutants import MUTANTS, Mutant  # noqa: E402
+
+FAILING = ("diverge", "nan", "oracle_error")
+
+
+def cases_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, bool | None, float]:
+    start = time.perf_counter()
+    for i, case in enumerate(m.cases(limit, seed), 1):
+        report = bo.check(m.impl, [case], name=m.name, tiebreakers=())
+        bad = report.failures()
+        if bad:
+            right = None if m.family == "graph" else all(
+                r["first_divergent_layer"] == m.layer(case) for r in bad)
+            return i, right, time.perf_counter() - start
+    return None, None, time.perf_counter() - start
+
+
+def loss_of(case: bo.Case, params: dict) -> float:
+    return float(bo.backprop(case.with_arrays(params=params)).loss)
+
+
+def gradcheck_detects(m: Mutant, cases: list[bo.Case]) -> tuple[bool, float]:
+    import torch
+
+    start, found = time.perf_counter(), False
+    for case in cases:
+        names = list(case.params)
+
+        class Mutated(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, *tensors):
+                ctx.params = {k: t.detach().numpy() for k, t in zip(names, tensors)}
+                return torch.tensor(loss_of(case, ctx.params), dtype=torch.float64)
+
+            @staticmethod
+            def backward(ctx, grad_out):
+                grads = m.impl(case.with_arrays(params=ctx.params))
+                return tuple(grad_out * torch.from_numpy(np.asarray(grads[k], np.float64))
+                             for k in names)
+
+        inputs = tuple(torch.tensor(case.params[k], dtype=torch.float64, requires_grad=True)
+                       for k in names)
+        try:
+            ok = torch.autograd.gradcheck(Mutated.apply, inputs, raise_exception=False)
+        except Exception:  # noqa: BLE001 - a crash in the mutant counts as detected
+            ok = False
+        found |= not ok
+    return found, time.perf_counter() - start
+
+
+def check_grads_detects(m: Mutant, cases: list[bo.Case]) -> tuple[bool, float]:
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    start, found = time.perf_counter(), False
+    with jax.enable_x64(True):
+        for case in cases:
+            names = list(case.params)
+
+            def host_loss(*arrays):
+                return np.asarray(loss_of(case, dict(zip(names, map(np.asarray, arrays)))))
+
+            def host_grads(*arrays):
+                grads = m.impl(case.with_arrays(params=dict(zip(names, map(np.asarray, arrays)))))
+                return tuple(np.asarray(grads[k], np.float64) for k in names)
+
+            @jax.custom_vjp
+            def f(*arrays):
+                return jax.pure_callback(host_loss, jax.ShapeDtypeStruct((), jnp.float64),
+                                         *arrays)
+
+            def fwd(*arrays):
+                return f(*arrays), arrays
+
+            def bwd(arrays, g):
+                shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float64) for a in arrays)
+                return tuple(g * t for t in jax.pure_callback(host_grads, shapes, *arrays))
+
+            f.defvjp(fwd, bwd)
+            args = tuple(jnp.asarray(case.params[k], jnp.float64) for k in names)
+            try:
+                check_grads(f, args, order=1, modes=["rev"])
+            except Exception:  # noqa: BLE001 - a mismatch, or a crash on a bad shape
+                found = True
+    return found, time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--max-cases", type=int, default=30)
+    p.add_argument("--k", type=int, default=3, help="cases given to gradcheck / check_grads")
+    args = p.parse_args()
+    print("| mutant | family | bo.check detected | median cases to detect | right layer "
+          "| bo.check time (s) | gradcheck detected | gradcheck time (s) "
+          "| check_grads detected | check_grads time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for m in MUTANTS:
+        if m.training:
+            print(f"| {m.name} | {m.family} (training) | see tests/mutation | - | - | - "
+                  "| n/a — optimiser | - | n/a — optimiser | - |")
+            continue
+        runs = [cases_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
+        needed = [n for n, _, _ in runs if n is not None]
+        rights = [r for _, r, _ in runs if r is not None]
+        detected = f"{len(needed)}/{len(runs)} seeds"
+        median = statistics.median(needed) if needed else "-"
+        right = "n/a (graph)" if m.family == "graph" else (
+            f"{sum(rights)}/{len(rights)}" if rights else "-")
+        seconds = statistics.median(t for _, _, t in runs)
+        k_cases = m.cases(args.k, 0)
+        g, g_t = gradcheck_detects(m, k_cases)
+        j, j_t = check_grads_detects(m, k_cases)
+        print(f"| {m.name} | {m.family} | {detected} | {median} | {right} | {seconds:.3f} "
+              f"| {'yes' if g else 'NO'} | {g_t:.2f} | {'yes' if j else 'NO'} | {j_t:.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
