@@ -73,6 +73,27 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--from", dest="source", type=Path, default=None,
                        help="the output directory of that earlier check")
     check.add_argument("--out", type=Path, default=Path("bo-check"), help="output directory")
+    vectors = sub.add_parser("vectors", help="language-neutral conformance vectors (JSON + "
+                                             ".npz) for implementations outside Python")
+    vsub = vectors.add_subparsers(dest="action", required=True)
+    export = vsub.add_parser("export", help="write cases, the reference's answers and "
+                                            "per-element tolerances into DIR")
+    export.add_argument("directory", type=Path, metavar="DIR")
+    export.add_argument("--families", "--family", dest="families", type=_csv, default=None,
+                        help="comma-separated families to draw (default: all)")
+    export.add_argument("--cases", type=int, default=20, help="cases per family (default 20)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
+                        help="restrict the drawn cases, as for check (repeatable)")
+    verify = vsub.add_parser("verify", help="check RESULTS/<case_id>.npz (keys W1, b1, ..., "
+                                            "optionally loss, delta<l>) against DIR")
+    verify.add_argument("directory", type=Path, metavar="DIR")
+    verify.add_argument("results", type=Path, metavar="RESULTS")
+    verify.add_argument("--tiebreak", action="store_true",
+                        help="run PyTorch/JAX on disagreeing cases to name the odd one out "
+                             "(default: off)")
+    verify.add_argument("--out", type=Path, default=Path("bo-vectors"),
+                        help="output directory of the report")
     return parser
 
 
@@ -235,6 +256,55 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_DIVERGENCE
 
 
+def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Sequence[str]):
+    """Cases of each family, as ``check`` draws them; bad arguments are ``UsageError``."""
+    from .properties import check as checking
+    from .reference.case import FAMILY_NAMES
+
+    families = families or FAMILY_NAMES
+    unknown = [f for f in families if f not in FAMILY_NAMES]
+    if unknown:
+        raise UsageError(f"--families: unknown {unknown}; expected some of "
+                         f"{', '.join(FAMILY_NAMES)}")
+    if n < 1:
+        raise UsageError(f"--cases must be >= 1, got {n}")
+    constraints = dict(_constraint(c) for c in constraint_args)
+    try:
+        cases = [c for f in families for c in checking._resolve(f, n, seed, constraints)]
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    return cases, constraints
+
+
+def cmd_vectors(args: argparse.Namespace) -> int:
+    import time
+
+    from .properties import vectors
+
+    start = time.perf_counter()
+    try:
+        if args.action == "export":
+            cases, constraints = _draw(args.families, args.cases, args.seed, args.constraint)
+            paths = vectors.export(args.directory, cases, seed=args.seed,
+                                   constraints=constraints)
+            size = sum(p.stat().st_size for p in paths)
+            print(f"{(len(paths) - 1) // 2} cases, {len(paths)} files, {size / 1e6:.2f} MB "
+                  f"in {args.directory} ({time.perf_counter() - start:.1f} s)")
+            return EXIT_OK
+        replay = f"backprop-oracle vectors verify {args.directory} {args.results}"
+        report = vectors.verify(args.directory, args.results, name=str(args.results),
+                                tiebreakers=("torch", "jax") if args.tiebreak else (),
+                                replay=replay)
+    except vectors.VectorError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or args.directory}: {exc.strerror or exc}") from None
+    path = report.write(args.out)
+    print(report.summary())
+    print(f"report: {path} ({time.perf_counter() - start:.1f} s)")
+    return EXIT_OK if report.ok else EXIT_DIVERGENCE
+
+
 def _num(value: object) -> str:
     try:
         return f"{float(value):.3g}"  # type: ignore[arg-type]
@@ -242,7 +312,7 @@ def _num(value: object) -> str:
         return "-"
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "check": cmd_check}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "check": cmd_check, "vectors": cmd_vectors}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"backprop-oracle {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(f"backprop-oracle {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
