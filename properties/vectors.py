@@ -263,6 +263,8 @@ def read_json(path: Path) -> dict:
         size = path.stat().st_size
     except OSError as exc:
         raise VectorError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise VectorError(f"{path}: not a regular file")
     if size > MAX_JSON_BYTES:
         raise VectorError(f"{path}: {size} bytes, more than the {MAX_JSON_BYTES} allowed for "
                           "a JSON file")
@@ -316,6 +318,8 @@ def read_npz(path: Path, *, floats_only: bool = True) -> dict[str, np.ndarray]:
     against ``MAX_ARRAY_BYTES`` before any data is read; object arrays are refused; then
     ``np.load(..., allow_pickle=False)``. ``floats_only``: only float32/float64 arrays."""
     where = str(path)
+    if path.exists() and not path.is_file():
+        raise VectorError(f"{path}: not a regular file")
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -352,6 +356,8 @@ def read_npz(path: Path, *, floats_only: bool = True) -> dict[str, np.ndarray]:
             if floats_only and dtype.name not in FLOAT_DTYPES:
                 raise VectorError(f"{where}: array {key!r} has dtype {dtype}, expected "
                                   f"float32 or float64")
+            if any(n < 0 for n in shape):
+                raise VectorError(f"{where}: array {key!r} declares a negative shape {shape}")
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes > MAX_ARRAY_BYTES:
                 raise VectorError(f"{where}: array {key!r} declares shape {shape} of {dtype} "

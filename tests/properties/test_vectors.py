@@ -392,6 +392,23 @@ def test_huge_declared_npy_shape_is_refused_before_reading(one) -> None:
     assert time.perf_counter() - start < 2
 
 
+def test_negative_declared_npy_shape_is_refused(one) -> None:
+    d, cid = one
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (-1, 10**12)})
+    _replace_member(d / f"{cid}.npz", "x.npy", header.getvalue() + b"\0" * 64)
+    _reseal(d, cid)
+    _refused(d, f"{cid}.npz", "'x'", "negative shape")
+
+
+def test_special_files_are_refused(one) -> None:
+    d, cid = one
+    (d / f"{cid}.json").unlink()
+    (d / f"{cid}.json").mkdir()
+    _refused(d, f"{cid}.json", "not a regular file")
+
+
 def test_huge_declared_zip_member_size_is_refused(one) -> None:
     d, cid = one
     with zipfile.ZipFile(d / f"{cid}.npz") as z:
