@@ -6,8 +6,11 @@ Every case gets the comparison of ``compare.py`` (error-model tolerances). Where
 implementation and the reference disagree, PyTorch and JAX (where installed) run the case as
 tie-breakers, and each record says which side is the odd one out (``detail["blame"]``).
 
-Bad returns never raise: each becomes an ``oracle_error`` record whose message names the case
-and the parameter (missing or extra keys, wrong shape or dtype, not an array); an exception
+Bad returns never raise: each missing or malformed tensor (wrong shape or dtype, not an array)
+becomes an ``oracle_error`` record whose message names the case and the tensor, at that
+tensor's layer, and the well-formed tensors of the same return are still compared (one bad
+shape does not hide a wrong value elsewhere); unexpected keys are one more such record, a
+return that is not a dict one record for the case; an exception
 inside the implementation is recorded with its traceback; ``NotImplementedError`` makes the
 case ``unsupported``. Non-finite values are compared as such (verdict ``nan``) and the record
 says where the first one is.
@@ -35,7 +38,8 @@ from ..reference.result import Result
 from ..reference import training as ref_training
 from ..reports.records_io import RecordWriter, to_jsonable
 from .case_io import save_case
-from .compare import compare, error_record, summary_verdict, triangulate
+from .compare import (_layer_of, compare, error_record, first_divergent_layer,
+                      summary_verdict, triangulate)
 from .error_model import KAPPA, bounds, tolerance, unit_roundoff
 
 FAILING = ("diverge", "nan", "oracle_error")
@@ -43,12 +47,7 @@ Impl = Callable[[Case], Mapping[str, Any]]
 
 
 class BadReturn(Exception):
-    """The implementation returned something that is not gradients of the case;
-    ``names``: the parameters concerned, when there are some."""
-
-    def __init__(self, message: str, names: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.names = list(names)
+    """The implementation returned something that is not gradients of the case."""
 
 
 # ---------------------------------------------------------------- the report
@@ -141,8 +140,11 @@ def _delta_names(case: Case) -> set[str]:
     return {f"delta{l}" for l in range(1, len(case.layers) + 1)}
 
 
-def as_result(case: Case, returned: Any) -> Result:
-    """The implementation's return as a ``Result``, or ``BadReturn`` naming what is wrong."""
+def validate(case: Case, returned: Any) -> tuple[Result, list[tuple[str, str]]]:
+    """The well-formed part of the implementation's return as a ``Result``, and one
+    ``(name, message)`` per problem: a missing or malformed tensor by its name, anything else
+    (not a dict, unexpected keys) as ``"-"``. Raises ``BadReturn`` only when nothing in the
+    return can be compared (it is not a dict)."""
     if isinstance(returned, Result):
         returned = {**returned.grads, **returned.deltas,
                     **({} if returned.loss is None else {"loss": returned.loss})}
@@ -150,29 +152,27 @@ def as_result(case: Case, returned: Any) -> Result:
         raise BadReturn(f"{_where(case)}: returned {type(returned).__name__}, expected a dict "
                         f"of gradients keyed like case.params ({', '.join(case.params)})")
     keys = set(map(str, returned))
-    missing = [k for k in case.params if k not in keys]
+    problems = [(k, f"{_where(case)}: missing gradient {k} (expected keys "
+                    f"{', '.join(case.params)})") for k in case.params if k not in keys]
     extra = sorted(keys - set(case.params) - _delta_names(case) - {"loss"})
-    if missing or extra:
-        parts = ([f"missing gradient(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"unexpected key(s) {', '.join(extra)} (expected {', '.join(case.params)}"
-                  f", optionally loss and delta1..delta{len(case.layers)})"] if extra else [])
-        raise BadReturn(f"{_where(case)}: {'; '.join(parts)}")
-    grads, problems = {}, []
-    for k in case.params:
+    if extra:
+        problems.append(("-", f"{_where(case)}: unexpected key(s) {', '.join(extra)} (expected "
+                              f"{', '.join(case.params)}, optionally loss and "
+                              f"delta1..delta{len(case.layers)})"))
+    grads, deltas, loss = {}, {}, None
+    for k, value in returned.items():
+        k = str(k)
         try:
-            grads[k] = _array(case, k, returned[k], case.params[k].shape)
+            if k in case.params:
+                grads[k] = _array(case, k, value, case.params[k].shape)
+            elif k in _delta_names(case):
+                deltas[k] = _array(case, k, value, None)
+            elif k == "loss":
+                loss = float(np.asarray(_array(case, k, value, (), scalar=True)))
         except BadReturn as exc:
             problems.append((k, str(exc)))
-    if problems:
-        raise BadReturn("; ".join(m for _, m in problems[:3]) +
-                        (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""),
-                        [k for k, _ in problems])
-    deltas = {k: _array(case, k, v, None) for k, v in returned.items() if k.startswith("delta")}
-    loss = None
-    if "loss" in returned:
-        loss_value = np.asarray(_array(case, "loss", returned["loss"], (), scalar=True))
-        loss = float(loss_value)
-    return Result(loss=loss, grads=grads, deltas=deltas, meta={"method": "implementation"})
+    return Result(loss=loss, grads=grads, deltas=deltas,
+                  meta={"method": "implementation"}), problems
 
 
 def _array(case: Case, name: str, value: Any, shape: tuple | None, scalar: bool = False
@@ -256,9 +256,9 @@ def check_case(impl: Impl, case: Case, name: str, tiebreakers: Sequence = (),
     extra = {"precision": "-", "arch": case.describe(), "replay": replay.format(case=case)}
     reference = backprop(case)
     try:
-        actual = as_result(case, impl(case))
+        actual, problems = validate(case, impl(case))
     except BadReturn as exc:
-        return _record_dicts([_bad_return(case, name, exc)], extra)
+        return _record_dicts([_bad_return(case, name, "-", str(exc))], extra)
     except Exception as exc:  # noqa: BLE001 - the implementation's failure is the finding
         return _record_dicts([error_record(case, oracle=name, mode="implementation",
                                            device="cpu", dtype=case.dtype, exc=exc)], extra)
@@ -268,30 +268,28 @@ def check_case(impl: Impl, case: Case, name: str, tiebreakers: Sequence = (),
         note = _non_finite_note(actual, r.name) if r.verdict == "nan" else ""
         if note:
             r.detail = {**r.detail, "message": note}
+    records += [_bad_return(case, name, k, message) for k, message in problems]
+    if problems:  # a malformed tensor counts as diverging where the bug is located
+        first = first_divergent_layer(case, {**{r.name: r.verdict for r in records},
+                                             **{k: "diverge" for k, _ in problems if k != "-"}})
+        for r in records:
+            r.first_divergent_layer = first
     rows = _record_dicts(records, extra)
     if summary_verdict(records) in ("diverge", "nan") and tiebreakers:
         rows += _break_tie(case, reference, actual, name, rows, tiebreakers, extra)
     return rows
 
 
-def _bad_return(case: Case, name: str, exc: BadReturn):
-    """An ``oracle_error`` record; when parameters are named, the record names the one of
-    the highest layer (where back-propagation meets the problem first) and that layer."""
-    from .compare import first_divergent_layer
+def _bad_return(case: Case, name: str, tensor: str, message: str):
+    """An ``oracle_error`` record for a missing or malformed ``tensor`` (``"-"``: the return
+    as a whole), with that tensor's layer."""
     from .records import Record
 
-    layer = first_divergent_layer(case, {k: "diverge" for k in exc.names})
-    named = max(exc.names, key=lambda k: (_layer_or_zero(case, k), k)) if exc.names else "-"
     return Record(case_id=case.case_id, family=case.family, oracle=name, mode="implementation",
-                  device="cpu", dtype=case.dtype, quantity="run", name=named,
-                  verdict="oracle_error", first_divergent_layer=layer,
-                  detail={"type": "BadReturn", "message": str(exc), "parameters": exc.names})
-
-
-def _layer_or_zero(case: Case, name: str) -> int:
-    from .compare import _layer_of
-
-    return _layer_of(case, name) or 0
+                  device="cpu", dtype=case.dtype, quantity="run", name=tensor,
+                  verdict="oracle_error",
+                  first_divergent_layer=None if tensor == "-" else _layer_of(case, tensor),
+                  detail={"type": "BadReturn", "message": message})
 
 
 def _break_tie(case: Case, reference: Result, actual: Result, name: str, rows: list[dict],

@@ -95,7 +95,7 @@ def test_a_wrong_reference_is_blamed_when_the_frameworks_side_with_the_implement
 
 @pytest.mark.parametrize("returned, words", [
     (lambda case, g: [g], "returned list, expected a dict"),
-    (lambda case, g: {k: v for k, v in g.items() if k != "b2"}, "missing gradient(s) b2"),
+    (lambda case, g: {k: v for k, v in g.items() if k != "b2"}, "missing gradient b2 (expected keys W1, b1, W2, b2)"),
     (lambda case, g: {**g, "W9": g["W1"]}, "unexpected key(s) W9"),
     (lambda case, g: {**g, "W1": g["W1"].T.copy()}, "W1 has shape"),
     (lambda case, g: {**g, "b1": g["b1"].astype(np.float32)}, "b1 has dtype float32, the "
@@ -115,6 +115,30 @@ def test_bad_returns_name_the_case_and_the_parameter(returned, words) -> None:
     assert r["verdict"] == "oracle_error"
     assert words in r["detail"]["message"]
     assert case.case_id in r["detail"]["message"]
+
+
+def test_a_bad_shape_does_not_hide_a_wrong_value_in_another_layer() -> None:
+    """b1 of the wrong shape and b2 with the right shape but the wrong value (bias summed over
+    the features instead of the batch): both are reported, and the case is located at layer 2,
+    the higher of the two."""
+    case = bo.Case(family="mlp", layers=(bo.dense(3, "tanh"), bo.dense(2, "identity")),
+                   cost="quadratic", params={
+                       "W1": np.full((3, 4), 0.1), "b1": np.zeros(3),
+                       "W2": np.full((2, 3), 0.2), "b2": np.zeros(2)},
+                   x=np.arange(8.0).reshape(2, 4) / 8, y=np.array([[1.0, -1.0], [0.5, 2.0]]))
+    deltas = bo.backprop(case).deltas
+
+    def wrong_axis(c: bo.Case) -> dict:
+        return {**correct(c), "b1": deltas["delta1"].sum(axis=1),
+                "b2": deltas["delta2"].sum(axis=1)}
+
+    report = bo.check(wrong_axis, [case], name="impl", tiebreakers=())
+    verdicts = {r["name"]: r["verdict"] for r in report.records}
+    assert verdicts["b1"] == "oracle_error" and verdicts["b2"] == "diverge"
+    assert verdicts["W1"] == verdicts["W2"] == "agree"
+    assert {r["first_divergent_layer"] for r in report.records} == {2}
+    assert "b1 has shape (2,), expected (3,)" in next(
+        r["detail"]["message"] for r in report.records if r["name"] == "b1")
 
 
 def test_non_finite_values_are_nan_verdicts_with_the_first_index(mlp_cases) -> None:
