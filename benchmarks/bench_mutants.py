@@ -6,7 +6,8 @@ reports it (median), whether the named layer was the one where the bug enters, a
 then the same mutant wrapped for gradcheck (an ``autograd.Function`` whose forward is the
 reference loss and whose backward returns the mutant's gradients) and for check_grads (a
 ``jax.custom_vjp`` with the same forward and backward through ``pure_callback``), on the
-first K cases, float64, default settings.
+first K cases, float64, default settings. Control rows: the correct implementation through
+the same three, which must raise no alarm.
 
     python benchmarks/bench_mutants.py [--seeds 5] [--max-cases 30] [--k 3]
 """
@@ -24,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import backprop_oracle as bo  # noqa: E402
-from tests.mutation.mutants import MUTANTS, Mutant  # noqa: E402
+from tests.mutation.mutants import MUTANTS, Mutant, correct  # noqa: E402
 
 FAILING = ("diverge", "nan", "oracle_error")
 
@@ -61,14 +62,16 @@ def gradcheck_detects(m: Mutant, cases: list[bo.Case]) -> tuple[bool, float]:
             @staticmethod
             def backward(ctx, grad_out):
                 grads = m.impl(case.with_arrays(params=ctx.params))
-                return tuple(grad_out * torch.from_numpy(np.asarray(grads[k], np.float64))
+                return tuple(grad_out * torch.tensor(np.array(grads[k], np.float64))
                              for k in names)
 
         inputs = tuple(torch.tensor(case.params[k], dtype=torch.float64, requires_grad=True)
                        for k in names)
         try:
             ok = torch.autograd.gradcheck(Mutated.apply, inputs, raise_exception=False)
-        except Exception:  # noqa: BLE001 - a crash in the mutant counts as detected
+        except RuntimeError as exc:  # torch refusing a wrongly shaped gradient: detected
+            if "invalid gradient" not in str(exc):
+                raise
             ok = False
         found |= not ok
     return found, time.perf_counter() - start
@@ -107,7 +110,11 @@ def check_grads_detects(m: Mutant, cases: list[bo.Case]) -> tuple[bool, float]:
             args = tuple(jnp.asarray(case.params[k], jnp.float64) for k in names)
             try:
                 check_grads(f, args, order=1, modes=["rev"])
-            except Exception:  # noqa: BLE001 - a mismatch, or a crash on a bad shape
+            except AssertionError:  # check_grads' mismatch
+                found = True
+            except Exception as exc:  # noqa: BLE001 - a wrongly shaped gradient: detected
+                if "shape" not in str(exc):
+                    raise
                 found = True
     return found, time.perf_counter() - start
 
@@ -135,12 +142,24 @@ def main() -> None:
         right = "n/a (graph)" if m.family == "graph" else (
             f"{sum(rights)}/{len(rights)}" if rights else "-")
         seconds = statistics.median(t for _, _, t in runs)
-        k_cases = m.cases(args.k, 0)
+        k_cases = [c.astype("float64") for c in m.cases(args.k, 0)]
         g, g_t = gradcheck_detects(m, k_cases)
         j, j_t = check_grads_detects(m, k_cases)
         print(f"| {m.name} | {m.family} | {detected} | {median} | {right} | {seconds:.3f} "
               f"| {'yes' if g else 'NO'} | {g_t:.2f} | {'yes' if j else 'NO'} | {j_t:.2f} |",
               flush=True)
+    for family in ("mlp", "cnn", "softmax", "graph"):  # control: the wrappers must stay quiet
+        control = Mutant(f"correct (control, {args.max_cases} cases)", family, correct)
+        cases = control.cases(args.max_cases, 0)
+        start = time.perf_counter()
+        alarms = len(bo.check(correct, cases, name="correct", tiebreakers=()).failures())
+        seconds = time.perf_counter() - start
+        k_cases = [c.astype("float64") for c in cases[:args.k]]
+        g, g_t = gradcheck_detects(control, k_cases)
+        j, j_t = check_grads_detects(control, k_cases)
+        print(f"| {control.name} | {family} | {alarms} false alarms | - | - | {seconds:.3f} "
+              f"| {'ALARM' if g else 'quiet'} | {g_t:.2f} | {'ALARM' if j else 'quiet'} "
+              f"| {j_t:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
