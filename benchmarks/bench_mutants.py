@@ -42,6 +42,16 @@ def cases_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, bool 
     return None, None, time.perf_counter() - start
 
 
+def steps_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, int | None, float]:
+    """Cases until ``check_training`` reports the optimiser mutant, and the first step named."""
+    start = time.perf_counter()
+    for i, case in enumerate(m.cases(limit, seed), 1):
+        bad = bo.check_training(m.impl, [case], bo.Training(), name=m.name).failures()
+        if bad:
+            return i, min(r["step"] for r in bad), time.perf_counter() - start
+    return None, None, time.perf_counter() - start
+
+
 def loss_of(case: bo.Case, params: dict) -> float:
     return float(bo.backprop(case.with_arrays(params=params)).loss)
 
@@ -131,8 +141,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for m in MUTANTS:
         if m.training:
-            print(f"| {m.name} | {m.family} (training) | see tests/mutation | - | - | - "
-                  "| n/a — optimiser | - | n/a — optimiser | - |")
+            runs = [steps_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
+            needed = [n for n, _, _ in runs if n is not None]
+            steps = sorted({s for _, s, _ in runs if s is not None})
+            median = statistics.median(needed) if needed else "-"
+            seconds = statistics.median(t for _, _, t in runs)
+            print(f"| {m.name} | {m.family} (training, {bo.Training().steps} steps) "
+                  f"| {len(needed)}/{len(runs)} seeds | {median} | first at step "
+                  f"{', '.join(map(str, steps)) or '-'} | {seconds:.3f} "
+                  "| n/a — optimiser | - | n/a — optimiser | - |", flush=True)
             continue
         runs = [cases_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
         needed = [n for n, _, _ in runs if n is not None]
