@@ -80,3 +80,11 @@ def test_parameter_only_divergence_is_located_at_its_parameter(tmp_path) -> None
     _, page, _ = build(tmp_path, records)
     assert "a parameter gradient of this layer does" in page
     assert "b2  ◀ enters here" in page and "delta2  ◀ enters here" not in page
+
+
+def test_records_without_a_replay_command_show_no_empty_one(tmp_path) -> None:
+    """``bo.check`` from Python has no command line to replay a case with."""
+    records = [{**r, "replay": ""} for r in planted_divergence()]
+    _, page, md = build(tmp_path, records)
+    assert "Replay:" not in page and "— ``" not in md
+    assert "enters at layer 2" in md
