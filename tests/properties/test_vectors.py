@@ -4,6 +4,7 @@ and every hostile file refused with a message naming the file and the problem.""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from backprop_oracle.properties.vectors import VectorError
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
 SMALL = {"max_width": 6, "max_batch": 4}
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vectors_loop_mlp.py"
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +182,37 @@ def test_cli_export_then_verify(tmp_path, capsys) -> None:
     assert index["seed"] == 3 and index["constraints"] == {"max_width": 4}
     results = _results(tmp_path, V.load_cases(d))
     assert main(["vectors", "verify", str(d), str(results), "--out", str(tmp_path / "o")]) == 0
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("vectors_loop_mlp", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_outside_implementation_reads_and_writes_only_files(exported, tmp_path,
+                                                                    monkeypatch) -> None:
+    """examples/vectors_loop_mlp.py: its own check against the stored tolerances and verify
+    agree on the dense cases, the others are unsupported; a planted bug (W1 gradient 1e-3 off
+    in one element) is caught by both."""
+    example = _example()
+    assert example.main(exported, tmp_path / "ok") == 0
+    report = V.verify(exported, tmp_path / "ok")
+    assert report.ok and set(report.counts()) == {"agree", "unsupported"}
+    assert report.counts()["agree"] == sum(c.family in ("mlp", "softmax")
+                                           for c in V.load_cases(exported))
+    right = example.gradients
+
+    def planted(spec, arrays):
+        grads = right(spec, arrays)
+        grads["W1"].flat[0] += 1e-3 * (1 + abs(grads["W1"].flat[0]))
+        return grads
+
+    monkeypatch.setattr(example, "gradients", planted)
+    assert example.main(exported, tmp_path / "bad") > 0
+    bad = V.verify(exported, tmp_path / "bad")
+    assert {r["name"] for r in bad.failures()} == {"W1"}
 
 
 @pytest.mark.parametrize("args, words", [
