@@ -10,7 +10,7 @@ failing, and whether every failing record names the layer where the bug enters. 
 sizes and the table; exit 1 when the correct results do not all agree, or a changed case is not
 reported, or a wrong layer is named.
 
-    python benchmarks/bench_vectors.py [--cases 25] [--per-mutant 5] [--seed 7] [--dir /tmp/bo-vectors-bench]
+    python benchmarks/bench_vectors.py [--cases 25] [--per-mutant 5] [--seed 7] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,10 +55,18 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=25, help="cases per family")
     parser.add_argument("--per-mutant", type=int, default=5, help="cases per mutant")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/bo-vectors-bench"))
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="keep DIR/vectors and DIR/results (default: a temporary directory)")
     args = parser.parse_args()
-    shutil.rmtree(args.dir, ignore_errors=True)
-    vec_dir, res_dir = args.dir / "vectors", args.dir / "results"
+    if args.dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return measure(args, Path(tmp))
+    return measure(args, args.dir)
+
+
+def measure(args: argparse.Namespace, directory: Path) -> int:
+    vec_dir, res_dir = directory / "vectors", directory / "results"
+    shutil.rmtree(vec_dir, ignore_errors=True)
 
     gradient_mutants = [m for m in MUTANTS if not m.training]
     own = {m.name: m.cases(args.per_mutant, args.seed) for m in gradient_mutants}
