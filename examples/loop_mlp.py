@@ -82,9 +82,7 @@ def backprop_one(weights, biases, activations, cost, x, y, masks):
 
 
 def adapter(case):
-    """backprop-oracle's ``impl(case) -> {"W1": ..., "b1": ...}`` for this implementation:
-    the batch cost is the mean of the per-sample costs, so its gradient is the mean of the
-    per-sample gradients."""
+    """backprop-oracle's ``impl(case) -> {"W1": ..., "b1": ...}`` for this implementation."""
     weights, biases, activations, masks = [], [], [], []
     for number, spec in enumerate(case.layers, 1):
         kind = type(spec).__name__
@@ -98,20 +96,19 @@ def adapter(case):
             masks[-1] = (case.masks[f"mask{number}"], spec.p)  # one 0/1 row per sample
         else:
             raise NotImplementedError(f"loop_mlp has no {kind} layer")
-    n = case.x.shape[0]
-    total_w = [np.zeros_like(case.params[f"W{i}"], dtype=np.float64) for i in
-               range(1, len(weights) + 1)]
-    total_b = [np.zeros_like(case.params[f"b{i}"], dtype=np.float64) for i in
-               range(1, len(weights) + 1)]
-    for i in range(n):
+    return mean_gradients(weights, biases, activations, masks, case.cost, case.x, case.y,
+                          case.dtype)
+
+
+def mean_gradients(weights, biases, activations, masks, cost, x, y, dtype):
+    """The batch gradients ``{"W1": ..., "b1": ...}``: the batch cost is the mean of the
+    per-sample costs, so its gradient is the mean of ``backprop_one`` over the samples."""
+    totals = {f"{p}{l + 1}": 0.0 for l in range(len(weights)) for p in "Wb"}
+    for i in range(len(x)):
         sample_masks = [None if m is None else (m[0][i].tolist(), m[1]) for m in masks]
-        nw, nb = backprop_one(weights, biases, activations, case.cost, case.x[i].tolist(),
-                              case.y[i].tolist(), sample_masks)
+        nabla_w, nabla_b = backprop_one(weights, biases, activations, cost, x[i].tolist(),
+                                        y[i].tolist(), sample_masks)
         for l in range(len(weights)):
-            total_w[l] += np.array(nw[l])
-            total_b[l] += np.array(nb[l])
-    grads = {}
-    for l in range(len(weights)):
-        grads[f"W{l + 1}"] = (total_w[l] / n).astype(case.dtype)
-        grads[f"b{l + 1}"] = (total_b[l] / n).astype(case.dtype)
-    return grads
+            totals[f"W{l + 1}"] = totals[f"W{l + 1}"] + np.array(nabla_w[l])
+            totals[f"b{l + 1}"] = totals[f"b{l + 1}"] + np.array(nabla_b[l])
+    return {k: (v / len(x)).astype(dtype) for k, v in totals.items()}

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loop_mlp import backprop_one  # noqa: E402
+from loop_mlp import mean_gradients  # noqa: E402
 
 
 def network(spec: dict, arrays: dict) -> tuple[list, list, list, list]:
@@ -46,18 +46,10 @@ def network(spec: dict, arrays: dict) -> tuple[list, list, list, list]:
 
 
 def gradients(spec: dict, arrays: dict) -> dict[str, np.ndarray]:
-    """The batch gradients: the mean over samples of ``backprop_one`` (C = mean of C_x)."""
+    """The batch gradients of the case in ``spec`` and ``arrays``."""
     weights, biases, activations, masks = network(spec, arrays)
-    x, y = arrays["x"], arrays["y"]
-    grads = {f"{p}{l + 1}": 0.0 for l in range(len(weights)) for p in "Wb"}
-    for i in range(len(x)):
-        sample_masks = [None if m is None else (m[0][i].tolist(), m[1]) for m in masks]
-        nabla_w, nabla_b = backprop_one(weights, biases, activations, spec["cost"],
-                                        x[i].tolist(), y[i].tolist(), sample_masks)
-        for l in range(len(weights)):
-            grads[f"W{l + 1}"] = grads[f"W{l + 1}"] + np.array(nabla_w[l])
-            grads[f"b{l + 1}"] = grads[f"b{l + 1}"] + np.array(nabla_b[l])
-    return {k: (v / len(x)).astype(spec["dtype"]) for k, v in grads.items()}
+    return mean_gradients(weights, biases, activations, masks, spec["cost"], arrays["x"],
+                          arrays["y"], spec["dtype"])
 
 
 def main(vectors: Path, results: Path) -> int:
