@@ -151,10 +151,10 @@ def validate(case: Case, returned: Any) -> tuple[Result, list[tuple[str, str]]]:
     if not isinstance(returned, Mapping):
         raise BadReturn(f"{_where(case)}: returned {type(returned).__name__}, expected a dict "
                         f"of gradients keyed like case.params ({', '.join(case.params)})")
-    keys = set(map(str, returned))
+    keys, delta_names = set(map(str, returned)), _delta_names(case)
     problems = [(k, f"{_where(case)}: missing gradient {k} (expected keys "
                     f"{', '.join(case.params)})") for k in case.params if k not in keys]
-    extra = sorted(keys - set(case.params) - _delta_names(case) - {"loss"})
+    extra = sorted(keys - set(case.params) - delta_names - {"loss"})
     if extra:
         problems.append(("-", f"{_where(case)}: unexpected key(s) {', '.join(extra)} (expected "
                               f"{', '.join(case.params)}, optionally loss and "
@@ -165,7 +165,7 @@ def validate(case: Case, returned: Any) -> tuple[Result, list[tuple[str, str]]]:
         try:
             if k in case.params:
                 grads[k] = _array(case, k, value, case.params[k].shape)
-            elif k in _delta_names(case):
+            elif k in delta_names:
                 deltas[k] = _array(case, k, value, None)
             elif k == "loss":
                 loss = float(np.asarray(_array(case, k, value, (), scalar=True)))

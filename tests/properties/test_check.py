@@ -95,7 +95,8 @@ def test_a_wrong_reference_is_blamed_when_the_frameworks_side_with_the_implement
 
 @pytest.mark.parametrize("returned, words", [
     (lambda case, g: [g], "returned list, expected a dict"),
-    (lambda case, g: {k: v for k, v in g.items() if k != "b2"}, "missing gradient b2 (expected keys W1, b1, W2, b2)"),
+    (lambda case, g: {k: v for k, v in g.items() if k != "b2"},
+     "missing gradient b2 (expected keys W1, b1, W2, b2)"),
     (lambda case, g: {**g, "W9": g["W1"]}, "unexpected key(s) W9"),
     (lambda case, g: {**g, "W1": g["W1"].T.copy()}, "W1 has shape"),
     (lambda case, g: {**g, "b1": g["b1"].astype(np.float32)}, "b1 has dtype float32, the "
