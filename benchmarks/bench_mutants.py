@@ -52,6 +52,14 @@ def steps_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, int |
     return None, None, time.perf_counter() - start
 
 
+def over_seeds(runs: list[tuple]) -> tuple[str, object, float]:
+    """``(cases needed | None, ..., seconds)`` per seed -> "k/n seeds", the median number of
+    cases where detected, the median time."""
+    needed = [r[0] for r in runs if r[0] is not None]
+    return (f"{len(needed)}/{len(runs)} seeds", statistics.median(needed) if needed else "-",
+            statistics.median(r[-1] for r in runs))
+
+
 def loss_of(case: bo.Case, params: dict) -> float:
     return float(bo.backprop(case.with_arrays(params=params)).loss)
 
@@ -142,23 +150,18 @@ def main() -> None:
     for m in MUTANTS:
         if m.training:
             runs = [steps_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
-            needed = [n for n, _, _ in runs if n is not None]
+            detected, median, seconds = over_seeds(runs)
             steps = sorted({s for _, s, _ in runs if s is not None})
-            median = statistics.median(needed) if needed else "-"
-            seconds = statistics.median(t for _, _, t in runs)
             print(f"| {m.name} | {m.family} (training, {bo.Training().steps} steps) "
-                  f"| {len(needed)}/{len(runs)} seeds | {median} | first at step "
+                  f"| {detected} | {median} | first at step "
                   f"{', '.join(map(str, steps)) or '-'} | {seconds:.3f} "
                   "| n/a — optimiser | - | n/a — optimiser | - |", flush=True)
             continue
         runs = [cases_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
-        needed = [n for n, _, _ in runs if n is not None]
+        detected, median, seconds = over_seeds(runs)
         rights = [r for _, r, _ in runs if r is not None]
-        detected = f"{len(needed)}/{len(runs)} seeds"
-        median = statistics.median(needed) if needed else "-"
         right = "n/a (graph)" if m.family == "graph" else (
             f"{sum(rights)}/{len(rights)}" if rights else "-")
-        seconds = statistics.median(t for _, _, t in runs)
         k_cases = [c.astype("float64") for c in m.cases(args.k, 0)]
         g, g_t = gradcheck_detects(m, k_cases)
         j, j_t = check_grads_detects(m, k_cases)
