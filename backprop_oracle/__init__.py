@@ -16,7 +16,7 @@ def cases(family: str, n: int = 100, seed: int = 0, **constraints: object) -> li
     """``n`` cases of ``family`` (``mlp | cnn | softmax | graph``) drawn deterministically
     from ``seed``; ``constraints`` restrict them (``activations=[...]``, ``costs=[...]``,
     ``pools=[...]``, ``dtypes=[...]``, ``max_layers``, ``max_width``, ``max_batch``, ...)."""
-    from .properties.strategies import cases as draw_cases  # needs hypothesis installed
+    from .properties.cases.strategies import cases as draw_cases  # needs hypothesis installed
 
     return draw_cases(family, n, seed, **constraints)
 
@@ -24,7 +24,7 @@ def cases(family: str, n: int = 100, seed: int = 0, **constraints: object) -> li
 def __getattr__(name: str) -> object:
     """``check``, ``check_training``, ``Report`` and ``Training`` load on first use."""
     if name in ("check", "check_training", "Report", "Training"):
-        from .properties import check as module
+        from .properties.check import api as module
 
         return getattr(module, name)
     raise AttributeError(f"module 'backprop_oracle' has no attribute {name!r}")

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):  # -> RunConfig
-    from .properties.campaign import RunConfig
+    from .properties.campaign.engine import RunConfig
 
     given = {k: getattr(args, k) for k in ("families", "oracles", "modes", "devices", "dtypes",
                                            "precisions", "cases") if getattr(args, k) is not None}
@@ -126,7 +126,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .properties import campaign
+    from .properties.campaign import engine as campaign
 
     config = _config(args)
     bar, update = _progress_bar()
@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .properties.campaign import replay
+    from .properties.campaign.engine import replay
 
     try:
         records = replay(args.case_id, args.source)
@@ -215,8 +215,8 @@ def _constraint(text: str) -> tuple[str, object]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .properties import check as checking
-    from .properties.case_io import load_case
+    from .properties.check import api as checking
+    from .properties.cases.case_io import load_case
     from .reference.case import FAMILY_NAMES
 
     impl = load_target(args.target)
@@ -258,7 +258,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Sequence[str]):
     """Cases of each family, as ``check`` draws them; bad arguments are ``UsageError``."""
-    from .properties import check as checking
+    from .properties.check import api as checking
     from .reference.case import FAMILY_NAMES
 
     families = families or FAMILY_NAMES
@@ -279,7 +279,7 @@ def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Se
 def cmd_vectors(args: argparse.Namespace) -> int:
     import time
 
-    from .properties import vectors
+    from .properties.check import vectors
 
     start = time.perf_counter()
     try:

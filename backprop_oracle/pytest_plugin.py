@@ -25,7 +25,7 @@ class _Reporter:
         self.writer = None
         self.count = 0
         if out_dir is not None:
-            from .properties.campaign import RunConfig, environment
+            from .properties.campaign.engine import RunConfig, environment
             from .reports.records_io import RecordWriter
 
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ class _Reporter:
         self.count += len(records)
         if self.writer is None:
             return
-        from .properties.case_io import save_case
+        from .properties.cases.case_io import save_case
 
         save_case(case, self.out_dir / "cases")  # type: ignore[arg-type]
         self.writer.write(records)
@@ -49,7 +49,7 @@ class _Reporter:
     def finish(self) -> None:
         if self.writer is None:
             return
-        from .properties.campaign import finish
+        from .properties.campaign.engine import finish
 
         self.writer.close()
         finish(self.out_dir)

@@ -20,7 +20,7 @@ import numpy as np
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
-from backprop_oracle.properties.compare import compare, screen_then_locate, summary_verdict
+from backprop_oracle.properties.comparison.compare import compare, screen_then_locate, summary_verdict
 from backprop_oracle.reference.init import init_params
 
 sys.path.insert(0, "tests/properties")

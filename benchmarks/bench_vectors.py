@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import backprop_oracle as bo  # noqa: E402
-from backprop_oracle.properties import vectors  # noqa: E402
+from backprop_oracle.properties.check import vectors  # noqa: E402
 from tests.mutation.mutants import MUTANTS, correct  # noqa: E402
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")

@@ -18,7 +18,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from backprop_oracle.properties import campaign
+from backprop_oracle.properties.campaign import engine as campaign
 from backprop_oracle.reports.records_io import read_records
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from backprop_oracle import cli
-from backprop_oracle.properties import campaign
+from backprop_oracle.properties.campaign import engine as campaign
 from backprop_oracle.reports.records_io import read_records
 
 QUICK = ["--families", "graph,softmax", "--oracles", "fd", "--cases", "1", "--dtypes",

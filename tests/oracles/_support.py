@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 import backprop_oracle as bo
-from backprop_oracle.properties import examples
+from backprop_oracle.properties.cases import examples
 from backprop_oracle.reference.init import init_params
 from backprop_oracle.reference.result import Result
 

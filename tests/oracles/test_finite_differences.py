@@ -8,8 +8,8 @@ import pytest
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences, choose_method, fd_step
-from backprop_oracle.properties import examples
-from backprop_oracle.properties.compare import compare, summary_verdict
+from backprop_oracle.properties.cases import examples
+from backprop_oracle.properties.comparison.compare import compare, summary_verdict
 
 CASES = examples.every_family("float64")
 
@@ -115,7 +115,7 @@ def test_pooled_error_estimate_covers_a_chance_cancellation() -> None:
     float64 delta element was 1.6x beyond its own Richardson estimate; with the tensor-wide
     noise floor the comparison agrees."""
     import backprop_oracle as bo
-    from backprop_oracle.properties.compare import compare
+    from backprop_oracle.properties.comparison.compare import compare
 
     case = next(c.astype("float64") for c in bo.cases("mlp", 625, seed=101)
                 if c.astype("float64").case_id == "82692c0956a07572")

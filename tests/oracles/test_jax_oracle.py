@@ -81,7 +81,7 @@ def test_same_architecture_compiles_once() -> None:
 
 
 def examples_mlp_other_values():
-    from backprop_oracle.properties import examples
+    from backprop_oracle.properties.cases import examples
 
     return examples.mlp("float64", seed=99)
 

@@ -15,9 +15,9 @@ import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
 from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
-from backprop_oracle.properties import strategies as S
-from backprop_oracle.properties.assertions import assert_agree
-from backprop_oracle.properties.compare import compare
+from backprop_oracle.properties.cases import strategies as S
+from backprop_oracle.properties.campaign.assertions import assert_agree
+from backprop_oracle.properties.comparison.compare import compare
 
 FD = FiniteDifferences()
 SMALL = dict(max_width=16, max_batch=8, max_layers=4)  # keeps the ci profile under budget

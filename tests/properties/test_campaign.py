@@ -13,7 +13,7 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.oracles.base import Oracle
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
-from backprop_oracle.properties import campaign
+from backprop_oracle.properties.campaign import engine as campaign
 from backprop_oracle.reports.records_io import read_records
 
 SMALL = {"max_width": 4, "max_batch": 3, "max_layers": 2, "max_image": 5}

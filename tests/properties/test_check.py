@@ -12,7 +12,7 @@ import pytest
 
 import backprop_oracle as bo
 from backprop_oracle.cli import main
-from backprop_oracle.properties import check as checking
+from backprop_oracle.properties.check import api as checking
 from backprop_oracle.reference import training as T
 
 SMALL = {"max_width": 5, "max_batch": 4, "max_layers": 3}

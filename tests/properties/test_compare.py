@@ -10,12 +10,12 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.oracles.base import Oracle
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
-from backprop_oracle.properties import examples
-from backprop_oracle.properties.compare import (
+from backprop_oracle.properties.cases import examples
+from backprop_oracle.properties.comparison.compare import (
     compare, error_record, first_divergent_layer, run_and_compare, screen_then_locate,
     summary_verdict, triangulate,
 )
-from backprop_oracle.properties.records import Record, dumps, loads
+from backprop_oracle.properties.comparison.records import Record, dumps, loads
 
 from . import _cases
 from ._mutants import MUTANTS

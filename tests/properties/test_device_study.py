@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import backprop_oracle as bo
-from backprop_oracle.properties import device_study as D
+from backprop_oracle.properties.campaign import device_study as D
 
 SMALL = dict(max_width=5, max_batch=3, max_layers=2, max_image=5)
 

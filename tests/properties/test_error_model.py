@@ -8,8 +8,8 @@ import pytest
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
-from backprop_oracle.properties.compare import compare, summary_verdict
-from backprop_oracle.properties.error_model import (
+from backprop_oracle.properties.comparison.compare import compare, summary_verdict
+from backprop_oracle.properties.comparison.error_model import (
     KAPPA, bounds, describe, tolerance, unit_roundoff,
 )
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import backprop_oracle as bo
-from backprop_oracle.properties import strategies as S
+from backprop_oracle.properties.cases import strategies as S
 from backprop_oracle.reference import pooling
 from backprop_oracle.reference.activations import KINKED
 from backprop_oracle.reference.case import Conv2d, Dense, Dropout, Pool

@@ -23,9 +23,9 @@ from hypothesis import given
 import backprop_oracle as bo
 from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
-from backprop_oracle.properties import strategies as S
-from backprop_oracle.properties.assertions import assert_agree
-from backprop_oracle.properties.check import update_tolerance
+from backprop_oracle.properties.cases import strategies as S
+from backprop_oracle.properties.campaign.assertions import assert_agree
+from backprop_oracle.properties.check.api import update_tolerance
 from backprop_oracle.reference import training
 
 STEPS, MU, ETA0, GAMMA, EVERY = 4, 0.9, 0.05, 0.5, 2

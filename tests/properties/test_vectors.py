@@ -18,8 +18,8 @@ import pytest
 
 import backprop_oracle as bo
 from backprop_oracle.cli import main
-from backprop_oracle.properties import vectors as V
-from backprop_oracle.properties.vectors import VectorError
+from backprop_oracle.properties.check import vectors as V
+from backprop_oracle.properties.check.vectors import VectorError
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
 SMALL = {"max_width": 6, "max_batch": 4}

@@ -12,7 +12,7 @@ import pytest
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.base import Oracle
-from backprop_oracle.properties import campaign
+from backprop_oracle.properties.campaign import engine as campaign
 from backprop_oracle.reports.records_io import RecordWriter
 
 CHROMIUM = "/usr/bin/chromium"

@@ -20,12 +20,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..oracles.base import Oracle
-from ..reference import backprop
-from ..reference.case import DTYPES, FAMILY_NAMES, Case
-from ..reports.records_io import RecordWriter, read_records, to_jsonable
-from .case_io import save_case
-from .strategies import cases as draw_cases
+from ...oracles.base import Oracle
+from ...reference import backprop
+from ...reference.case import DTYPES, FAMILY_NAMES, Case
+from ...reports.records_io import RecordWriter, read_records, to_jsonable
+from ..cases.case_io import save_case
+from ..cases.strategies import cases as draw_cases
 
 ORACLE_NAMES = ("fd", "torch", "jax")
 MODES = ("reverse", "forward")
@@ -77,13 +77,13 @@ def make_oracles(config: RunConfig) -> list[Oracle]:
     made: list[Oracle] = []
     for name in config.oracles:
         if name == "fd":
-            from ..oracles.finite_differences import FiniteDifferences
+            from ...oracles.finite_differences import FiniteDifferences
             made.append(FiniteDifferences())
             continue
         if name == "torch":
-            from ..oracles.torch_oracle import TorchOracle as Framework
+            from ...oracles.torch_oracle import TorchOracle as Framework
         else:
-            from ..oracles.jax_oracle import JaxOracle as Framework
+            from ...oracles.jax_oracle import JaxOracle as Framework
         made += [Framework(mode=m, precision=p) for m in config.modes for p in config.precisions]
     return made
 
@@ -131,7 +131,7 @@ def compare_with_oracle(case: Case, reference: Any, oracle: Oracle, device: str,
                         out_dir: Path) -> list[dict]:
     """The records of one oracle on one case: a comparison, or an ``oracle_error`` /
     ``unsupported`` record when the oracle raised (the campaign goes on either way)."""
-    from .compare import compare, error_record
+    from ..comparison.compare import compare, error_record
 
     try:
         result = oracle.run(case, device, case.dtype)
@@ -218,7 +218,7 @@ def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path) 
 
 def finish(out_dir: Path, interrupted: bool = False) -> Any:
     """Build ``summary.json``, ``summary.md`` and ``report.html`` from the records so far."""
-    from ..reports import html
+    from ...reports import html
 
     out_dir = Path(out_dir)
     records = out_dir / "records.jsonl"
@@ -239,7 +239,7 @@ def finish(out_dir: Path, interrupted: bool = False) -> Any:
 
 def replay(case_id: str, out_dir: Path) -> list[dict]:
     """Re-run one recorded case with the oracles of the run that recorded it."""
-    from .case_io import load_case
+    from ..cases.case_io import load_case
 
     out_dir = Path(out_dir)
     config_path = out_dir / "run.json"

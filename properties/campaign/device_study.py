@@ -23,21 +23,21 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..reference import backprop
-from ..reference.case import Case
-from ..reference.result import Result
-from .compare import compare
-from .strategies import cases as draw_cases
+from ...reference import backprop
+from ...reference.case import Case
+from ...reference.result import Result
+from ..comparison.compare import compare
+from ..cases.strategies import cases as draw_cases
 
 ACCELERATOR = {"torch": "cuda", "jax": "gpu"}
 
 
 def _oracle(framework: str, precision: str):
     if framework == "torch":
-        from ..oracles.torch_oracle import TorchOracle
+        from ...oracles.torch_oracle import TorchOracle
 
         return TorchOracle(mode="reverse", precision=precision)
-    from ..oracles.jax_oracle import JaxOracle
+    from ...oracles.jax_oracle import JaxOracle
 
     return JaxOracle(mode="reverse", precision=precision)
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..reference.case import Case
-from .case_io import save_case
+from ...reference.case import Case
+from ..cases.case_io import save_case
 
 FAILING = ("diverge", "nan", "oracle_error")
 
@@ -28,7 +28,7 @@ def failure_dir() -> Path:
 
 
 def _save_for_replay(case: Case, records: list[dict]) -> Path:
-    from .campaign import RunConfig
+    from .engine import RunConfig
 
     directory = failure_dir()
     save_case(case, directory / "cases")

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..reference import activations, pooling
+from ...reference import activations, pooling
 
 TIED = np.ones((1, 1, 2, 2))
 
@@ -33,7 +33,7 @@ def _describe_tie(grad: list[float]) -> str:
 
 
 def _measurers() -> dict[str, tuple[Callable[[str], dict], tuple[str, ...]]]:
-    from ..oracles import jax_oracle, torch_oracle
+    from ...oracles import jax_oracle, torch_oracle
 
     return {"reference": (lambda device: reference_conventions(), ("cpu",)),
             "torch": (torch_oracle.conventions, ("cpu", "cuda")),
@@ -41,8 +41,8 @@ def _measurers() -> dict[str, tuple[Callable[[str], dict], tuple[str, ...]]]:
 
 
 def _available(framework: str, device: str) -> str | None:
-    from ..oracles.jax_oracle import JaxOracle
-    from ..oracles.torch_oracle import TorchOracle
+    from ...oracles.jax_oracle import JaxOracle
+    from ...oracles.torch_oracle import TorchOracle
 
     if framework == "reference":
         return None

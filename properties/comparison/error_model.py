@@ -55,13 +55,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from ..reference import conv, dense, pooling
-from ..reference import graph as ref_graph
-from ..reference import network
-from ..reference.activations import sigmoid
-from ..reference.case import Case, Conv2d, Dense, Flatten, Pool, parametrised
-from ..reference.costs import softmax as softmax_fn
-from ..reference.costs import softplus
+from ...reference import conv, dense, pooling
+from ...reference import graph as ref_graph
+from ...reference import network
+from ...reference.activations import sigmoid
+from ...reference.case import Case, Conv2d, Dense, Flatten, Pool, parametrised
+from ...reference.costs import softmax as softmax_fn
+from ...reference.costs import softplus
 
 Array = NDArray[np.float64]
 KAPPA = 2.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference.case import (
+from ...reference.case import (
     Case, avgpool, conv2d, dense, dropout, flatten, l2pool, maxpool, node,
 )
-from ..reference.init import init_params
+from ...reference.init import init_params
 
 
 def seed001(dtype: str = "float64") -> Case:

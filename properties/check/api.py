@@ -32,15 +32,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..reference import backprop
-from ..reference.case import FAMILY_NAMES, Case
-from ..reference.result import Result
-from ..reference import training as ref_training
-from ..reports.records_io import RecordWriter, to_jsonable
-from .case_io import save_case
-from .compare import (_layer_of, compare, error_record, first_divergent_layer,
+from ...reference import backprop
+from ...reference.case import FAMILY_NAMES, Case
+from ...reference.result import Result
+from ...reference import training as ref_training
+from ...reports.records_io import RecordWriter, to_jsonable
+from ..cases.case_io import save_case
+from ..comparison.compare import (_layer_of, compare, error_record, first_divergent_layer,
                       summary_verdict, triangulate)
-from .error_model import KAPPA, bounds, tolerance, unit_roundoff
+from ..comparison.error_model import KAPPA, bounds, tolerance, unit_roundoff
 
 FAILING = ("diverge", "nan", "oracle_error")
 Impl = Callable[[Case], Mapping[str, Any]]
@@ -103,7 +103,7 @@ class Report:
     def write(self, directory: Path | str) -> Path:
         """``records.jsonl``, ``summary.json``, ``summary.md``, ``report.html`` and the cases
         (for replay) into ``directory``, as ``run`` writes them; returns the HTML path."""
-        from .campaign import environment_of, finish
+        from ..campaign.engine import environment_of, finish
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def _resolve(cases: Sequence[Case] | str, n: int, seed: int, constraints: dict) 
         if cases not in FAMILY_NAMES:
             raise ValueError(f"unknown family {cases!r}; expected one of "
                              f"{', '.join(FAMILY_NAMES)} or a list of Case")
-        from .strategies import cases as draw_cases
+        from ..cases.strategies import cases as draw_cases
 
         return draw_cases(cases, n, seed, **constraints)
     if isinstance(cases, Case):
@@ -234,9 +234,9 @@ def _tiebreakers(names: Sequence[str]) -> list:
     made = []
     for name in names:
         if name == "torch":
-            from ..oracles.torch_oracle import TorchOracle as Framework
+            from ...oracles.torch_oracle import TorchOracle as Framework
         elif name == "jax":
-            from ..oracles.jax_oracle import JaxOracle as Framework
+            from ...oracles.jax_oracle import JaxOracle as Framework
         else:
             raise ValueError(f"unknown tie-breaker {name!r}; expected torch or jax")
         oracle = Framework(mode="reverse", precision="strict")
@@ -283,7 +283,7 @@ def check_case(impl: Impl, case: Case, name: str, tiebreakers: Sequence = (),
 def _bad_return(case: Case, name: str, tensor: str, message: str):
     """An ``oracle_error`` record for a missing or malformed ``tensor`` (``"-"``: the return
     as a whole), with that tensor's layer."""
-    from .records import Record
+    from ..comparison.records import Record
 
     return Record(case_id=case.case_id, family=case.family, oracle=name, mode="implementation",
                   device="cpu", dtype=case.dtype, quantity="run", name=tensor,

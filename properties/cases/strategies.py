@@ -28,16 +28,16 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from ..reference import conv, dense, pooling
-from ..reference.activations import KINKED, activation
-from ..reference.case import (
+from ...reference import conv, dense, pooling
+from ...reference.activations import KINKED, activation
+from ...reference.case import (
     ACTIVATION_NAMES, COST_NAMES, DTYPES, FAMILY_NAMES, GRAPH_OPS, POOL_KINDS, Case, CaseError,
     Conv2d,
     Dense, Dropout, Layer, Node, Pool, avgpool, conv2d, flatten, l2pool, layer_shapes, maxpool, node,
 )
-from ..reference.graph import forward as graph_forward
-from ..reference.init import init_params
-from ..reference.network import feedforward
+from ...reference.graph import forward as graph_forward
+from ...reference.init import init_params
+from ...reference.network import feedforward
 
 T = TypeVar("T")
 MARGIN = 1e-3  # distance kept from kinks; >> the finite-difference step's effect on z

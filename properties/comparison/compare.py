@@ -34,8 +34,8 @@ from typing import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from ..reference.case import Case, parametrised
-from ..reference.result import Result
+from ...reference.case import Case, parametrised
+from ...reference.result import Result
 from .error_model import (
     KAPPA, Bounds, bounds, describe, tolerance, underflow_floor, unit_roundoff,
 )
@@ -329,7 +329,7 @@ def screen_then_locate(case: Case, actual: Result, *, oracle: str = "impl",
     rounding pattern. Flagged tensors (and all deltas, for localisation) are then computed
     coordinate by coordinate and compared with ``compare``.
     """
-    from ..oracles.finite_differences import FiniteDifferences, directional, hoeffding_factor
+    from ...oracles.finite_differences import FiniteDifferences, directional, hoeffding_factor
 
     dtype = dtype or case.dtype
     values = case.astype(dtype) if dtype != case.dtype else case

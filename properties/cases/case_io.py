@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..reference.case import (
+from ...reference.case import (
     Case, CaseError, Conv2d, Dense, Dropout, Flatten, Node, Pool, Spec,
 )
 

@@ -40,13 +40,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..reference import backprop
-from ..reference.activations import LEAKY_SLOPE
-from ..reference.case import Case, CaseError
-from ..reference.result import Result
-from .case_io import case_arrays, case_from_parts
-from .compare import _kink_rows
-from .error_model import KAPPA, bounds, tolerance, underflow_floor, unit_roundoff
+from ...reference import backprop
+from ...reference.activations import LEAKY_SLOPE
+from ...reference.case import Case, CaseError
+from ...reference.result import Result
+from ..cases.case_io import case_arrays, case_from_parts
+from ..comparison.compare import _kink_rows
+from ..comparison.error_model import KAPPA, bounds, tolerance, underflow_floor, unit_roundoff
 
 SCHEMA_VERSION = 1
 MAX_ARRAY_BYTES = 256 * 2**20  # per array, and per .npz in total
@@ -558,7 +558,7 @@ def verify(directory: Path | str, results: Path | str, *, name: str | None = Non
     of ``check``. A case without a results file is ``unsupported`` (no results file at all
     is a ``VectorError``); vectors whose expected values the reference no longer reproduces
     raise ``VectorError``."""
-    from .check import check
+    from .api import check
 
     vectors = load_vectors(directory)
     for v in vectors:
