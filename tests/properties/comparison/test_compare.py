@@ -18,7 +18,7 @@ from backprop_oracle.properties.comparison.compare import (
 from backprop_oracle.properties.comparison.records import Record, dumps, loads
 
 from . import _cases
-from ._mutants import MUTANTS
+from .._mutants import MUTANTS
 
 # mutant -> (case builder, first divergent layer)
 EXPECTED = {
