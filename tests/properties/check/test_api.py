@@ -16,7 +16,7 @@ from backprop_oracle.properties.check import api as checking
 from backprop_oracle.reference import training as T
 
 SMALL = {"max_width": 5, "max_batch": 4, "max_layers": 3}
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "loop_mlp.py"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "loop_mlp.py"
 
 
 def correct(case: bo.Case) -> dict:

@@ -23,7 +23,7 @@ from backprop_oracle.properties.check.vectors import VectorError
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
 SMALL = {"max_width": 6, "max_batch": 4}
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vectors_loop_mlp.py"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "vectors_loop_mlp.py"
 
 
 @pytest.fixture(scope="module")
