@@ -24,7 +24,7 @@ def cases(family: str, n: int = 100, seed: int = 0, **constraints: object) -> li
 def __getattr__(name: str) -> object:
     """``check``, ``check_training``, ``Report`` and ``Training`` load on first use."""
     if name in ("check", "check_training", "Report", "Training"):
-        from .properties.check import api as module
+        from .properties import check as module
 
         return getattr(module, name)
     raise AttributeError(f"module 'backprop_oracle' has no attribute {name!r}")

@@ -127,6 +127,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .properties.campaign import engine as campaign
+    from .properties.campaign.output import finish
 
     config = _config(args)
     bar, update = _progress_bar()
@@ -139,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
-        summary = campaign.finish(args.out, interrupted=interrupted)
+        summary = finish(args.out, interrupted=interrupted)
     counts = ", ".join(f"{v} {n}" for v, n in sorted(summary.verdicts.items()))
     print(f"{summary.n_records} records, {len(summary.cases)} cases: {counts or 'nothing run'}")
     print(f"report: {args.out / 'report.html'}")
@@ -158,14 +159,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(f"{'oracle/mode':<24}{'device':<7}{'tensor':<10}{'verdict':<13}"
           f"{'max abs err':>12}{'tolerance':>12}{'err/tol':>10}")
-    failing = False
     for r in records:
-        failing |= r.get("verdict") in ("diverge", "nan")
-        print(f"{r.get('oracle')}/{r.get('mode'):<16}{r.get('device', ''):<7}"
-              f"{str(r.get('name')):<10}{str(r.get('verdict')):<13}"
-              f"{_num(r.get('max_abs_err')):>12}{_num(r.get('tolerance')):>12}"
-              f"{_num(r.get('margin')):>10}")
-    return EXIT_DIVERGENCE if failing else EXIT_OK
+        print(f"{r.oracle}/{r.mode:<16}{r.device:<7}{r.name:<10}{r.verdict:<13}"
+              f"{_num(r.max_abs_err):>12}{_num(r.tolerance):>12}{_num(r.margin):>10}")
+    return EXIT_DIVERGENCE if any(r.failing for r in records) else EXIT_OK
 
 
 def load_target(target: str):
@@ -215,9 +212,8 @@ def _constraint(text: str) -> tuple[str, object]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .properties.check import api as checking
+    from .properties import check as checking
     from .properties.cases.case_io import load_case
-    from .reference.case import FAMILY_NAMES
 
     impl = load_target(args.target)
     replay = f"backprop-oracle check {args.target} --replay {{case.case_id}} --from {args.out}"
@@ -229,17 +225,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from None
     else:
-        families = args.families or FAMILY_NAMES
-        unknown = [f for f in families if f not in FAMILY_NAMES]
-        if unknown:
-            raise UsageError(f"--families: unknown {unknown}; expected some of "
-                             f"{', '.join(FAMILY_NAMES)}")
-        constraints = dict(_constraint(c) for c in args.constraint)
-        try:
-            cases = [c for f in families for c in checking._resolve(
-                f, args.cases, args.seed, constraints)]
-        except (ValueError, TypeError) as exc:
-            raise UsageError(str(exc)) from None
+        cases, _ = _draw(args.families, args.cases, args.seed, args.constraint)
     if args.training:
         report = checking.check_training(impl, cases, name=args.target, replay=replay)
     else:
@@ -258,7 +244,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Sequence[str]):
     """Cases of each family, as ``check`` draws them; bad arguments are ``UsageError``."""
-    from .properties.check import api as checking
+    from .properties.check.api import resolve_cases
     from .reference.case import FAMILY_NAMES
 
     families = families or FAMILY_NAMES
@@ -270,7 +256,7 @@ def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Se
         raise UsageError(f"--cases must be >= 1, got {n}")
     constraints = dict(_constraint(c) for c in constraint_args)
     try:
-        cases = [c for f in families for c in checking._resolve(f, n, seed, constraints)]
+        cases = [c for f in families for c in resolve_cases(f, n, seed, constraints)]
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     return cases, constraints

@@ -10,11 +10,14 @@ directory the fixture only keeps the records in memory (nothing is written).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import pytest
+
+if TYPE_CHECKING:
+    from .properties.comparison.records import Record
+    from .reference.case import Case
 
 _KEY = pytest.StashKey["_Reporter"]()
 
@@ -22,37 +25,27 @@ _KEY = pytest.StashKey["_Reporter"]()
 class _Reporter:
     def __init__(self, out_dir: Path | None) -> None:
         self.out_dir = out_dir
-        self.writer = None
+        self.output = None
         self.count = 0
         if out_dir is not None:
             from .properties.campaign.engine import RunConfig, environment
-            from .reports.records_io import RecordWriter
+            from .properties.campaign.output import Output
 
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "records.jsonl").unlink(missing_ok=True)
-            self.writer = RecordWriter(out_dir / "records.jsonl")
-            (out_dir / "run.json").write_text(json.dumps(RunConfig().to_json(), indent=1))
+            self.output = Output(out_dir)
             env = environment(RunConfig(), [])
             env["command"] = "pytest (property suite)"
-            (out_dir / "environment.json").write_text(json.dumps(env, indent=1))
+            self.output.describe(RunConfig().to_json(), env)
 
-    def record(self, case: object, records: Iterable[dict]) -> None:
+    def record(self, case: Case, records: Iterable[Record]) -> None:
         records = list(records)
         self.count += len(records)
-        if self.writer is None:
-            return
-        from .properties.cases.case_io import save_case
-
-        save_case(case, self.out_dir / "cases")  # type: ignore[arg-type]
-        self.writer.write(records)
+        if self.output is not None:
+            self.output.save_case(case)
+            self.output.write(records)
 
     def finish(self) -> None:
-        if self.writer is None:
-            return
-        from .properties.campaign.engine import finish
-
-        self.writer.close()
-        finish(self.out_dir)
+        if self.output is not None:
+            self.output.finish()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,7 +75,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
 
 
 @pytest.fixture(scope="session")  # session-wide, so hypothesis tests may use it
-def bo_record(request: pytest.FixtureRequest) -> Callable[[object, Iterable[dict]], None]:
+def bo_record(request: pytest.FixtureRequest) -> Callable[[Case, Iterable[Record]], None]:
     """``bo_record(case, records)``: add a case's comparison records to the session report."""
     reporter: _Reporter = request.config.stash[_KEY]
     return reporter.record

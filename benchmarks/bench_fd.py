@@ -6,13 +6,14 @@ gradcheck through a custom ``torch.autograd.Function`` whose backward returns it
 check_grads through ``jax.custom_vjp``. Reported: seconds per check and whether each planted
 bug is caught (``ok`` = correct gradient passed, i.e. no false alarm).
 
-    python benchmarks/bench_fd.py [--sizes 1e2 1e3 1e4] [--skip-slow]
+Run from the repository root, as a module (it imports ``tests.mutation.mutants``):
+
+    python -m benchmarks.bench_fd [--sizes 1e2 1e3 1e4] [--skip-slow]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Callable
 
@@ -20,18 +21,17 @@ import numpy as np
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
-from backprop_oracle.properties.comparison.compare import compare, screen_then_locate, summary_verdict
+from backprop_oracle.properties.comparison.compare import compare, screen_then_locate
+from backprop_oracle.properties.comparison.records import case_verdict
 from backprop_oracle.reference.init import init_params
-
-sys.path.insert(0, "tests/properties")
-from _mutants import one_element, scaled, variant  # noqa: E402
+from tests.mutation.mutants import BY_NAME, one_element, scaled
 
 ARCH = {"1e2": (8, [8, 4]), "1e3": (16, [32, 16, 4]), "1e4": (64, [96, 64, 4])}
 BUGS: dict[str, Callable[[bo.Case], bo.Result]] = {
     "correct": bo.backprop,
     "scale 1e-4": lambda c: scaled(c, 1 + 1e-4),
     "one elem 1e-2": lambda c: one_element(c, "W1", 1e-2),
-    "sigma'(a)": lambda c: variant(c, sigma_of_a=True),
+    "sigma'(a)": BY_NAME["sigma_prime_of_a"].result,
 }
 
 
@@ -139,12 +139,12 @@ def jax_check(case: bo.Case, bug: Callable) -> bool:
 def fd_full(case: bo.Case, bug: Callable) -> bool:
     records = compare(case, FiniteDifferences().run(case), bug(case), oracle="bench",
                       mode="reverse", device="cpu", dtype="float64")
-    return summary_verdict(records) == "agree"
+    return case_verdict(records) == "agree"
 
 
 def fd_screen(case: bo.Case, bug: Callable) -> bool:
     records, _ = screen_then_locate(case, bug(case))
-    return summary_verdict(records) == "agree"
+    return case_verdict(records) == "agree"
 
 
 def timed(check: Callable[[], bool]) -> tuple[float, bool]:

@@ -9,23 +9,21 @@ reference loss and whose backward returns the mutant's gradients) and for check_
 first K cases, float64, default settings. Control rows: the correct implementation through
 the same three, which must raise no alarm.
 
-    python benchmarks/bench_mutants.py [--seeds 5] [--max-cases 30] [--k 3]
+Run from the repository root, as a module (it imports ``tests.mutation.mutants``):
+
+    python -m benchmarks.bench_mutants [--seeds 5] [--max-cases 30] [--k 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import backprop_oracle as bo  # noqa: E402
-from tests.mutation.mutants import MUTANTS, Mutant, correct  # noqa: E402
+import backprop_oracle as bo
+from tests.mutation.mutants import MUTANTS, Mutant, correct
 
 FAILING = ("diverge", "nan", "oracle_error")
 
@@ -37,7 +35,7 @@ def cases_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, bool 
         bad = report.failures()
         if bad:
             right = None if m.family == "graph" else all(
-                r["first_divergent_layer"] == m.layer(case) for r in bad)
+                r.first_divergent_layer == m.layer(case) for r in bad)
             return i, right, time.perf_counter() - start
     return None, None, time.perf_counter() - start
 
@@ -48,7 +46,7 @@ def steps_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, int |
     for i, case in enumerate(m.cases(limit, seed), 1):
         bad = bo.check_training(m.impl, [case], bo.Training(), name=m.name).failures()
         if bad:
-            return i, min(r["step"] for r in bad), time.perf_counter() - start
+            return i, min(r.step for r in bad), time.perf_counter() - start
     return None, None, time.perf_counter() - start
 
 

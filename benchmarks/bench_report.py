@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from backprop_oracle.reports import html
-from backprop_oracle.reports.records_io import RecordWriter
+from backprop_oracle.properties.comparison.records import RecordWriter
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
 ORACLES = (("fd", "fd"), ("torch", "reverse"), ("torch", "forward"), ("jax", "reverse"),

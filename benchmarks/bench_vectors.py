@@ -10,7 +10,9 @@ failing, and whether every failing record names the layer where the bug enters. 
 sizes and the table; exit 1 when the correct results do not all agree, or a changed case is not
 reported, or a wrong layer is named.
 
-    python benchmarks/bench_vectors.py [--cases 25] [--per-mutant 5] [--seed 7] [--dir DIR]
+Run from the repository root, as a module (it imports ``tests.mutation.mutants``):
+
+    python -m benchmarks.bench_vectors [--cases 25] [--per-mutant 5] [--seed 7] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -24,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import backprop_oracle as bo  # noqa: E402
-from backprop_oracle.properties.check import vectors  # noqa: E402
-from tests.mutation.mutants import MUTANTS, correct  # noqa: E402
+import backprop_oracle as bo
+from backprop_oracle.properties.check import vectors
+from tests.mutation.mutants import MUTANTS, correct
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
 
@@ -91,9 +91,9 @@ def measure(args: argparse.Namespace, directory: Path) -> int:
         results_of(m.impl, affected, res_dir)
         report, t = timed(vectors.verify, vec_dir, res_dir, tiebreakers=())
         bad = report.failures()
-        ids = {r["case_id"] for r in bad}
+        ids = {r.case_id for r in bad}
         named = "-" if m.family == "graph" or not bad else (
-            "yes" if all(r["first_divergent_layer"] == m.layer(by_id[r["case_id"]])
+            "yes" if all(r.first_divergent_layer == m.layer(by_id[r.case_id])
                          for r in bad) else "NO")
         differ = sum(changed(m.impl, c) for c in affected)
         print(f"{m.name:40s} {len(affected):5d} {differ:7d} {len(ids):7d} {named:>11s} {t:8.2f}")

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from backprop_oracle.properties.campaign import engine as campaign
-from backprop_oracle.reports.records_io import read_records
+from backprop_oracle.properties.comparison.records import read_records
 
 
 def margins(out: Path) -> dict:

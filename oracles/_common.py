@@ -10,13 +10,13 @@ from typing import Mapping
 
 import numpy as np
 
-from ..reference.case import Case, Conv2d, Dense, Dropout, Flatten, Pool, layer_shapes, parametrised
+from ..reference.case import (
+    Case, Conv2d, Dense, Dropout, Flatten, Pool, layer_shapes, parametrised,
+)
 from ..reference.result import Result
 
-LEAKY_SLOPE = 0.01  # the case model's leaky-ReLU slope (DESIGN.md activations)
 MODES = ("reverse", "forward")
 PRECISIONS = ("strict", "default")
-DTYPES = ("float32", "float64")
 CHUNK_ELEMENTS = 1 << 22  # forward mode: basis chunk x work per direction stays below this
 
 

@@ -19,10 +19,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from ..reference.case import Case, Conv2d, Dense, Dropout, Flatten, Node, Pool, parametrised
+from ..reference.case import (
+    LEAKY_SLOPE, Case, Conv2d, Dense, Dropout, Flatten, Node, Pool, parametrised,
+)
 
 Array = NDArray[np.inexact]
-LEAKY_SLOPE = 0.01
 
 
 def _neg_real(z: Array) -> tuple[Array, NDArray[np.bool_]]:

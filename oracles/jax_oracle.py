@@ -41,7 +41,7 @@ import numpy as np
 from ..reference.case import Case
 from ..reference.result import Result
 from . import _common as common
-from ._common import LEAKY_SLOPE
+from ..reference.case import LEAKY_SLOPE
 from .base import Oracle, cast
 
 OPS_USED = {

@@ -1,29 +1,47 @@
-"""Every oracle this package knows, the devices each could use, and why any is skipped.
+"""Every oracle this package knows: the one place where oracles are built by name, the
+devices each could use, and why any is skipped.
 
-``all_oracles()`` lists oracle objects (PyTorch and JAX in both modes and both precision
-settings, and finite differences when its module imports); ``inventory()`` crosses them with
-their devices and gives the reason for every combination that cannot run here; ``runnable()``
-keeps the rest. Nothing here imports torch or jax: a missing framework is a reason.
-
-``odd_one_out(results)`` names the implementation that disagrees with all the others while
-those agree among themselves (a coarse, magnitude-relative check for triage; the error-model
-comparison in ``properties.compare`` is the verdict).
+``make(name, mode, precision)`` builds one oracle and ``build(names, modes, precisions)`` the
+set a campaign asks for; ``all_oracles()`` lists every oracle object (PyTorch and JAX in both
+modes and both precision settings, and finite differences when its module imports);
+``inventory()`` crosses them with their devices and gives the reason for every combination
+that cannot run here; ``runnable()`` keeps the rest. Nothing here imports torch or jax: a
+missing framework is a reason.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
+from typing import Sequence
 
-import numpy as np
-
-from ..reference.result import Result
-from ._common import MODES, PRECISIONS
+from ._common import MODES, PRECISIONS, check_choice
 from .base import Oracle
 from .jax_oracle import JaxOracle
 from .torch_oracle import TorchOracle
 
-ODD_RTOL = {"float64": 1e-8, "float32": 1e-4}  # triage only: relative to max |value|
+NAMES = ("fd", "torch", "jax")
+FRAMEWORKS = {"torch": TorchOracle, "jax": JaxOracle}
+
+
+def make(name: str, mode: str = "reverse", precision: str = "strict") -> Oracle:
+    """The oracle called ``name`` (``fd``, ``torch`` or ``jax``); ``mode`` and ``precision``
+    apply to the frameworks (finite differences choose their own method per case)."""
+    check_choice(name, NAMES, "oracle")
+    if name == "fd":
+        from .finite_differences import FiniteDifferences
+
+        return FiniteDifferences()
+    return FRAMEWORKS[name](mode=mode, precision=precision)
+
+
+def build(names: Sequence[str], modes: Sequence[str] = MODES,
+          precisions: Sequence[str] = ("strict",)) -> list[Oracle]:
+    """One oracle per name, mode and precision asked for (finite differences once)."""
+    made: list[Oracle] = []
+    for name in names:
+        made += [make(name)] if name == "fd" else [make(name, m, p) for m in modes
+                                                   for p in precisions]
+    return made
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,7 @@ class Entry:
 
 def framework_oracles() -> list[Oracle]:
     """PyTorch and JAX oracles for every mode and precision setting."""
-    return [cls(mode=m, precision=p) for cls in (TorchOracle, JaxOracle)
-            for m in MODES for p in PRECISIONS]
+    return build(("torch", "jax"), MODES, PRECISIONS)
 
 
 def fd_oracles() -> tuple[list[Oracle], str | None]:
@@ -96,49 +113,3 @@ class _Missing(Oracle):
 
     def run(self, case, device="cpu", dtype=None):  # pragma: no cover - never runnable
         raise RuntimeError(self.available(device))
-
-
-# --- triage: which implementation is the odd one out ----------------------------------------
-
-
-def _tensors(r: Result) -> dict[str, np.ndarray]:
-    return {"loss": np.asarray(r.loss), **{f"grad {k}": v for k, v in r.grads.items()},
-            **{k: v for k, v in r.deltas.items()}}
-
-
-def _dtype(r: Result) -> str:
-    values = list(r.grads.values())
-    return np.asarray(values[0]).dtype.name if values else "float64"
-
-
-def agree(a: Result, b: Result, rtol: float | None = None) -> bool:
-    """Loss, common gradients and common deltas of ``a`` and ``b`` each within
-    ``rtol * max |value|`` (default ``ODD_RTOL`` by dtype, the coarser of the two)."""
-    if rtol is None:
-        rtol = max(ODD_RTOL.get(_dtype(a), 1e-4), ODD_RTOL.get(_dtype(b), 1e-4))
-    ta, tb = _tensors(a), _tensors(b)
-    for name in ta.keys() & tb.keys():
-        x, y = np.asarray(ta[name], np.float64), np.asarray(tb[name], np.float64)
-        if x.shape != y.shape:
-            return False
-        scale = max(np.max(np.abs(x), initial=0.0), np.max(np.abs(y), initial=0.0))
-        if np.any(~np.isfinite(x) | ~np.isfinite(y)) or np.max(np.abs(x - y), initial=0.0) > \
-                rtol * scale:
-            return False
-    return True
-
-
-def odd_one_out(results: dict[str, Result], rtol: float | None = None) -> str | None:
-    """The name of the one result that disagrees with every other while all the others
-    agree pairwise; ``None`` when there is no such single culprit (fewer than 3 results,
-    all agree, or the disagreement is not isolated)."""
-    if len(results) < 3:
-        return None
-    names = list(results)
-    ok = {frozenset(p): agree(results[p[0]], results[p[1]], rtol)
-          for p in itertools.combinations(names, 2)}
-    odd = [n for n in names
-           if not any(ok[frozenset((n, m))] for m in names if m != n)
-           and all(ok[frozenset(p)] for p in itertools.combinations(
-               [m for m in names if m != n], 2))]
-    return odd[0] if len(odd) == 1 else None

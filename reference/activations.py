@@ -12,8 +12,9 @@ from typing import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from .case import LEAKY_SLOPE
+
 Array = NDArray[np.floating]
-LEAKY_SLOPE = 0.01
 
 
 def sigmoid(z: Array) -> Array:

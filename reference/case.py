@@ -26,6 +26,7 @@ COST_NAMES = ("quadratic", "cross_entropy", "softmax_cross_entropy")
 FAMILY_NAMES = ("mlp", "cnn", "softmax", "graph")
 POOL_KINDS = ("max", "avg", "l2")
 DTYPES = ("float32", "float64")
+LEAKY_SLOPE = 0.01  # leaky_relu(z) = z for z > 0, else LEAKY_SLOPE * z
 GRAPH_OPS = {  # op -> number of inputs (seed 002's nodes)
     "add": 2,
     "mul": 2,

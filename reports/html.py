@@ -14,7 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import plots
-from .records_io import number, read_records
+from ..properties.comparison.records import number, read_records
 from .summary import MATRIX_KEYS, VERDICTS, Summary, severity
 
 COMPARISON_KEYS = ("case_id",) + MATRIX_KEYS

@@ -1,7 +1,8 @@
 """Aggregates records into a summary: the agreement matrix (family x oracle x mode x
 precision x device x dtype, with counts of each verdict), skipped combinations with their
 reasons, the worst comparisons, margins (error / tolerance) per family and dtype, and the
-exit code of a run: 0 everything agrees (kinks allowed), 1 a divergence or one-sided NaN.
+exit code of a run: 0 everything agrees (kinks allowed), 1 a divergence, a one-sided NaN
+or an oracle that raised (``records.FAILING``).
 
 A record's ``quantity`` is ``loss | grad | delta | update``, or ``skip`` for a combination
 that could not run (its ``detail`` says why); ``verdict`` is one of ``VERDICTS``.
@@ -14,10 +15,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .records_io import number
+from ..properties.comparison.records import FAILING, VERDICTS, number, rank
 
-VERDICTS = ("agree", "kink", "diverge", "nan", "oracle_error", "unsupported")
-FAILING = ("diverge", "nan")
 MATRIX_KEYS = ("family", "oracle", "mode", "precision", "device", "dtype")
 
 
@@ -43,7 +42,9 @@ class Summary:
         self.n_records += 1
         key = cell_key(record)
         if record.get("quantity") == "skip":
-            self.skipped[key] = str(record.get("detail", "skipped"))
+            detail = record.get("detail")
+            self.skipped[key] = str(detail.get("reason", "skipped") if isinstance(detail, dict)
+                                    else detail or "skipped")
             return
         self.cases.add(str(record.get("case_id")))
         verdict = str(record.get("verdict"))
@@ -86,13 +87,11 @@ class Summary:
         }
 
 
-RANK = {"diverge": 0, "nan": 1, "oracle_error": 2, "kink": 3, "unsupported": 4, "agree": 5}
-
-
 def severity(record: dict) -> tuple[int, float]:
-    """Sort key: failing verdicts first, then larger error / tolerance first."""
+    """Sort key: failing verdicts first (``records.SEVERITY``), then larger error / tolerance
+    first."""
     margin = number(record.get("margin"))
-    return RANK.get(str(record.get("verdict")), 6), -(margin if math.isfinite(margin) else 0.0)
+    return rank(str(record.get("verdict"))), -(margin if math.isfinite(margin) else 0.0)
 
 
 def summarise(records: Iterable[dict], cap: int = 50) -> Summary:

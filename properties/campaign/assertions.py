@@ -1,71 +1,65 @@
 """``assert_agree``: the assertion of the property suite, usable in anyone's ``@given`` test.
 
-On failure it saves the case (``BO_FAILURES``, default ``.bo-failures/``) with a ``run.json``
-naming the oracle, and raises an ``AssertionError`` that shows the case, every failing record
+The suite makes its records through the one evaluation path (``comparison.evaluate``) and
+asserts on them with ``assert_agree(case, records)``. On failure the case is saved (``BO_FAILURES``, default ``.bo-failures/``) with a
+``run.json`` naming the oracle, and the ``AssertionError`` shows the case, every failing record
 (tensor, verdict, error, tolerance and how it was derived, worst index, both values) and a
 one-line replay command."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Iterable
 
 from ...reference.case import Case
-from ..cases.case_io import save_case
-
-FAILING = ("diverge", "nan", "oracle_error")
-
-
-def _as_dict(record: object) -> dict:
-    return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
+from ..comparison.records import FAILING, Record, replay_command
+from .output import Output
 
 
 def failure_dir() -> Path:
     return Path(os.environ.get("BO_FAILURES", ".bo-failures"))
 
 
-def _save_for_replay(case: Case, records: list[dict]) -> Path:
-    from .engine import RunConfig
+def _save_for_replay(case: Case, records: list[Record]) -> Path:
+    from .engine import DEVICES, RunConfig
 
-    directory = failure_dir()
-    save_case(case, directory / "cases")
-    oracles = sorted({r.get("oracle") for r in records} & {"fd", "torch", "jax"}) or ["fd"]
-    modes = sorted({r.get("mode") for r in records} & {"reverse", "forward"}) or ["reverse"]
-    devices = sorted({r.get("device") for r in records} & {"cpu", "cuda", "gpu"}) or ["cpu"]
-    config = RunConfig(oracles=tuple(oracles), modes=tuple(modes), devices=tuple(devices),
-                       dtypes=(case.dtype,))
-    (directory / "run.json").write_text(json.dumps(config.to_json(), indent=1))
-    return directory
+    def used(field: str, known: Iterable[str], default: str) -> tuple[str, ...]:
+        return tuple(sorted({getattr(r, field) for r in records} & set(known))) or (default,)
+
+    output = Output(failure_dir(), fresh=False)
+    output.save_case(case)
+    config = RunConfig(oracles=used("oracle", ("fd", "torch", "jax"), "fd"),
+                       modes=used("mode", ("reverse", "forward"), "reverse"),
+                       devices=used("device", DEVICES, "cpu"), dtypes=(case.dtype,))
+    output.describe(config.to_json())
+    output.close()
+    return output.directory
 
 
-def describe_failure(case: Case, records: list[dict], directory: Path | None) -> str:
+def describe_failure(case: Case, records: list[Record], directory: Path | None) -> str:
     lines = [f"case {case.case_id}: {case.describe()}"]
     for r in records:
-        if r.get("verdict") not in FAILING:
+        if r.verdict not in FAILING:
             continue
         lines.append(
-            f"  {r.get('oracle')}/{r.get('mode')} {r.get('device')} {r.get('dtype')} "
-            f"{r.get('quantity')} {r.get('name')}: {r.get('verdict')} — max abs err "
-            f"{r.get('max_abs_err')} at {r.get('worst_index')} (reference "
-            f"{r.get('expected_value')}, oracle {r.get('actual_value')}), "
-            f"{r.get('n_beyond')}/{r.get('n_total')} beyond tolerance {r.get('tolerance')} "
-            f"= {r.get('tolerance_model')}; detail {r.get('detail')}")
-    first = next((r.get("first_divergent_layer") for r in records
-                  if r.get("first_divergent_layer")), None)
+            f"  {r.oracle}/{r.mode} {r.device} {r.dtype} {r.quantity} {r.name}: {r.verdict} — "
+            f"max abs err {r.max_abs_err} at {r.worst_index} (reference {r.expected_value}, "
+            f"oracle {r.actual_value}), {r.n_beyond}/{r.n_total} beyond tolerance "
+            f"{r.tolerance} = {r.tolerance_model}; detail {r.detail}")
+    first = next((r.first_divergent_layer for r in records if r.first_divergent_layer), None)
     if first:
         lines.append(f"  divergence enters at layer {first}")
     if directory is not None:
-        lines.append(f"  replay: backprop-oracle replay {case.case_id} --from {directory}")
+        lines.append(f"  replay: {replay_command(case.case_id, directory)}")
     return "\n".join(lines)
 
 
-def assert_agree(case: Case, records: Iterable[object], *, allow_kinks: bool = True) -> None:
+def assert_agree(case: Case, records: Iterable[Record], *, allow_kinks: bool = True) -> None:
     """Fail unless every record agrees (``kink`` allowed unless ``allow_kinks`` is false)."""
-    rows = [_as_dict(r) for r in records]
+    rows = list(records)
     bad = FAILING if allow_kinks else FAILING + ("kink",)
-    if any(r.get("verdict") in bad for r in rows):
+    if any(r.verdict in bad for r in rows):
         directory = _save_for_replay(case, rows)
         raise AssertionError("records disagree:\n" + describe_failure(case, rows, directory))
+

@@ -41,12 +41,9 @@ def _measurers() -> dict[str, tuple[Callable[[str], dict], tuple[str, ...]]]:
 
 
 def _available(framework: str, device: str) -> str | None:
-    from ...oracles.jax_oracle import JaxOracle
-    from ...oracles.torch_oracle import TorchOracle
+    from ...oracles import registry
 
-    if framework == "reference":
-        return None
-    return (TorchOracle() if framework == "torch" else JaxOracle()).available(device)
+    return None if framework == "reference" else registry.make(framework).available(device)
 
 
 def measure(devices: tuple[str, ...] = ("cpu",)) -> list[dict[str, object]]:

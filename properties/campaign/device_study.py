@@ -23,23 +23,22 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ...oracles import registry
+from ...oracles.base import Oracle
 from ...reference import backprop
 from ...reference.case import Case
 from ...reference.result import Result
 from ..comparison.compare import compare
+from ..comparison.error_model import bounds
+from ..comparison.evaluate import evaluate
+from ..comparison.records import message
 from ..cases.strategies import cases as draw_cases
 
 ACCELERATOR = {"torch": "cuda", "jax": "gpu"}
 
 
-def _oracle(framework: str, precision: str):
-    if framework == "torch":
-        from ...oracles.torch_oracle import TorchOracle
-
-        return TorchOracle(mode="reverse", precision=precision)
-    from ...oracles.jax_oracle import JaxOracle
-
-    return JaxOracle(mode="reverse", precision=precision)
+def _oracle(framework: str, precision: str) -> Oracle:
+    return registry.make(framework, "reverse", precision)
 
 
 def _tensors(result: Result) -> dict[str, np.ndarray]:
@@ -90,7 +89,7 @@ class Study:
 
 def measure_case(study: Study, case: Case, frameworks: Iterable[str], devices: Sequence[str],
                  precisions: Sequence[str], repeats: int) -> None:
-    reference = backprop(case)
+    reference, model = backprop(case), bounds(case)
     strict_cpu: dict[str, Result] = {}
     for framework in frameworks:
         for device in devices:
@@ -98,17 +97,18 @@ def measure_case(study: Study, case: Case, frameworks: Iterable[str], devices: S
             for precision in precisions:
                 key = (framework, mapped, case.family, case.dtype, precision)
                 oracle = _oracle(framework, precision)
-                reason = oracle.available(mapped)
-                if reason:
-                    study.skipped[(framework, mapped)] = reason
+                records = evaluate(case, oracle, mapped, reference=reference, model=model)
+                if records[0].quantity == "run":  # unavailable, or the oracle raised
+                    if records[0].verdict == "unsupported":
+                        study.skipped[(framework, mapped)] = message(records[0])
+                    else:
+                        study.errors.append(f"{key} case {case.case_id}: {message(records[0])}")
                     continue
                 try:
                     runs = [oracle.run(case, mapped, case.dtype) for _ in range(repeats)]
-                except Exception as exc:  # noqa: BLE001 - recorded; the study goes on
+                except Exception as exc:  # recorded; the study goes on
                     study.errors.append(f"{key} case {case.case_id}: {type(exc).__name__}: {exc}")
                     continue
-                records = compare(case, reference, runs[0], oracle=framework, mode="reverse",
-                                  device=mapped, dtype=case.dtype)
                 tol = {f"{r.quantity}/{r.name}": r.tolerance for r in records}
                 study.margins[key] += [r.margin for r in records if r.quantity != "loss"]
                 for name, s in spread(runs).items():
@@ -121,7 +121,7 @@ def measure_case(study: Study, case: Case, frameworks: Iterable[str], devices: S
                 elif framework in strict_cpu:
                     vs_cpu = compare(case, strict_cpu[framework], runs[0], oracle=framework,
                                      mode="reverse", device=mapped, dtype=case.dtype,
-                                     expected_dtype=case.dtype)
+                                     expected_dtype=case.dtype, model=model)
                     study.device_margins[(framework, case.family, case.dtype)] += [
                         r.margin for r in vs_cpu if r.quantity != "loss"]
 

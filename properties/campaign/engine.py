@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
-import sys
-import time
-import traceback
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
+from ...oracles import registry
+from ...oracles._common import MODES, PRECISIONS
 from ...oracles.base import Oracle
 from ...reference import backprop
 from ...reference.case import DTYPES, FAMILY_NAMES, Case
-from ...reports.records_io import RecordWriter, read_records, to_jsonable
-from ..cases.case_io import save_case
 from ..cases.strategies import cases as draw_cases
+from ..comparison.compare import where
+from ..comparison.error_model import bounds
+from ..comparison.evaluate import evaluate
+from ..comparison.records import Record, error_record, replay_command, skip_record, to_jsonable
+from .output import Output, environment_of
 
-ORACLE_NAMES = ("fd", "torch", "jax")
-MODES = ("reverse", "forward")
-PRECISIONS = ("strict", "default")
 DEVICES = ("cpu", "cuda", "gpu")
 
 
@@ -39,7 +36,7 @@ class RunConfig:
     and ``gpu`` (JAX): an oracle asked for a device it does not drive is skipped with a reason."""
 
     families: tuple[str, ...] = FAMILY_NAMES
-    oracles: tuple[str, ...] = ORACLE_NAMES
+    oracles: tuple[str, ...] = registry.NAMES
     modes: tuple[str, ...] = MODES
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = DTYPES
@@ -50,7 +47,7 @@ class RunConfig:
     constraints: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, known in (("families", FAMILY_NAMES), ("oracles", ORACLE_NAMES),
+        for name, known in (("families", FAMILY_NAMES), ("oracles", registry.NAMES),
                             ("modes", MODES), ("devices", DEVICES), ("dtypes", DTYPES),
                             ("precisions", PRECISIONS)):
             values = getattr(self, name)
@@ -74,42 +71,12 @@ class RunConfig:
 
 def make_oracles(config: RunConfig) -> list[Oracle]:
     """One oracle object per (name, mode, precision) requested."""
-    made: list[Oracle] = []
-    for name in config.oracles:
-        if name == "fd":
-            from ...oracles.finite_differences import FiniteDifferences
-            made.append(FiniteDifferences())
-            continue
-        if name == "torch":
-            from ...oracles.torch_oracle import TorchOracle as Framework
-        else:
-            from ...oracles.jax_oracle import JaxOracle as Framework
-        made += [Framework(mode=m, precision=p) for m in config.modes for p in config.precisions]
-    return made
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("backprop-oracle", "numpy", "torch", "jax", "jaxlib", "hypothesis"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def environment_of() -> dict[str, str]:
-    """Library versions, the platform and the command line."""
-    env: dict[str, str] = {k: v for k, v in versions().items()}
-    env["platform"] = platform.platform()
-    env["command"] = " ".join(sys.argv)
-    return env
+    return registry.build(config.oracles, config.modes, config.precisions)
 
 
 def environment(config: RunConfig, oracles: Sequence[Oracle]) -> dict[str, str]:
     """What the report records about the run: versions, devices, precision settings, seed."""
-    env = environment_of()
-    env["seed"] = str(config.seed)
+    env = environment_of(seed=str(config.seed))
     for oracle in oracles:
         for device in config.devices:
             if oracle.available(device) is None:
@@ -118,40 +85,9 @@ def environment(config: RunConfig, oracles: Sequence[Oracle]) -> dict[str, str]:
     return env
 
 
-def _record_dicts(records: Iterable[Any]) -> list[dict]:
-    out = []
-    for r in records:
-        if dataclasses.is_dataclass(r):
-            r = dataclasses.asdict(r)
-        out.append(dict(r))
-    return out
-
-
-def compare_with_oracle(case: Case, reference: Any, oracle: Oracle, device: str,
-                        out_dir: Path) -> list[dict]:
-    """The records of one oracle on one case: a comparison, or an ``oracle_error`` /
-    ``unsupported`` record when the oracle raised (the campaign goes on either way)."""
-    from ..comparison.compare import compare, error_record
-
-    try:
-        result = oracle.run(case, device, case.dtype)
-    except Exception as exc:  # recorded, never fatal: one oracle must not stop the run
-        records = _record_dicts([error_record(case, oracle=oracle.name, mode=oracle.mode,
-                                              device=device, dtype=case.dtype, exc=exc)])
-    else:
-        # FD refines its mode per case (fd or complex_step); other oracles keep their own
-        mode = str(result.meta.get("method", oracle.mode)) if oracle.name == "fd" else oracle.mode
-        records = _record_dicts(compare(case, reference, result, oracle=oracle.name, mode=mode,
-                                        device=device, dtype=case.dtype))
-    extra = {"precision": oracle.precision, "arch": case.describe(),
-             "replay": f"backprop-oracle replay {case.case_id} --from {out_dir}"}
-    return [{**r, **extra} for r in records]
-
-
-def skip_records(config: RunConfig, oracle: Oracle, device: str, reason: str) -> list[dict]:
-    return [{"quantity": "skip", "verdict": "unsupported", "detail": reason, "family": family,
-             "oracle": oracle.name, "mode": oracle.mode, "precision": oracle.precision,
-             "device": device, "dtype": dtype}
+def skip_records(config: RunConfig, oracle: Oracle, device: str, reason: str) -> list[Record]:
+    return [skip_record(family, oracle.name, oracle.mode, oracle.precision, device, dtype,
+                        reason)
             for family in config.families for dtype in config.dtypes]
 
 
@@ -166,78 +102,54 @@ def draw(config: RunConfig) -> list[Case]:
 def run(config: RunConfig, out_dir: Path,
         progress: Callable[[int, int], None] | None = None) -> int:
     """Run the campaign into ``out_dir`` (records appended per case); return the number of
-    (case, dtype) units finished. The caller calls ``finish`` afterwards, also on
+    (case, dtype) units finished. The caller calls ``output.finish`` afterwards, also on
     interruption."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "records.jsonl").unlink(missing_ok=True)
     oracles = make_oracles(config)
-    (out_dir / "run.json").write_text(json.dumps(config.to_json(), indent=1))
-    (out_dir / "environment.json").write_text(
-        json.dumps(environment(config, oracles), indent=1))
-    if {"torch", "jax"} & set(config.oracles):
-        from .conventions import measure
-
-        (out_dir / "conventions.json").write_text(json.dumps(measure(config.devices), indent=1))
     runnable: list[tuple[Oracle, str]] = []
     done = 0
-    with RecordWriter(out_dir / "records.jsonl") as writer:
+    with Output(out_dir) as output:
+        output.describe(config.to_json(), environment(config, oracles))
+        if {"torch", "jax"} & set(config.oracles):
+            from .conventions import measure
+
+            output.describe(conventions=measure(config.devices))
         for oracle in oracles:
             for device in config.devices:
                 reason = oracle.available(device)
                 if reason:
-                    writer.write(skip_records(config, oracle, device, reason))
+                    output.write(skip_records(config, oracle, device, reason))
                 else:
                     runnable.append((oracle, device))
         units = [(case, dtype) for case in draw(config) for dtype in config.dtypes]
-        for case, dtype in units:
-            writer.write(run_case(case.astype(dtype), runnable, out_dir))
+        for drawn, dtype in units:
+            case = drawn.astype(dtype)
+            output.save_case(case)
+            output.write(run_case(case, runnable, output.directory))
             done += 1
             if progress:
                 progress(done, len(units))
     return done
 
 
-def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path) -> list[dict]:
-    save_case(case, out_dir / "cases")
-    start = time.perf_counter()
+def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path
+             ) -> list[Record]:
+    """Every runnable oracle on one case, against the reference (computed once, as are the
+    error-model bounds)."""
+    replay = replay_command(case.case_id, out_dir)
     try:
         reference = backprop(case)
-    except Exception as exc:  # the reference itself failed: record it against every oracle
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return [{"case_id": case.case_id, "family": case.family, "oracle": "reference",
-                 "mode": "reverse", "precision": "strict", "device": "cpu",
-                 "dtype": case.dtype, "quantity": "loss", "name": "loss",
-                 "verdict": "oracle_error", "detail": detail, "arch": case.describe()}]
-    records = []
+        model = bounds(case)
+    except Exception as exc:  # the reference itself failed: one record says so
+        return [error_record(where(case, "reference", "reverse", "cpu", case.dtype,
+                                   precision="strict", replay=replay), exc)]
+    records: list[Record] = []
     for oracle, device in runnable:
-        records += compare_with_oracle(case, reference, oracle, device, out_dir)
-    elapsed = time.perf_counter() - start
-    return [{**r, "seconds": round(elapsed, 4)} for r in records]
+        records += evaluate(case, oracle, device, reference=reference, model=model,
+                            replay=replay)
+    return records
 
 
-def finish(out_dir: Path, interrupted: bool = False) -> Any:
-    """Build ``summary.json``, ``summary.md`` and ``report.html`` from the records so far."""
-    from ...reports import html
-
-    out_dir = Path(out_dir)
-    records = out_dir / "records.jsonl"
-    if not records.exists():
-        records.touch()
-    env_path = out_dir / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.exists() else {}
-    if interrupted:
-        env["status"] = "interrupted: the report covers the cases finished before the stop"
-    conventions_path = out_dir / "conventions.json"
-    conventions = json.loads(conventions_path.read_text()) if conventions_path.exists() else []
-    summary = html.build(records, out_dir, environment=env, conventions=conventions)
-    data = summary.to_json()
-    data["interrupted"] = interrupted
-    (out_dir / "summary.json").write_text(json.dumps(to_jsonable(data), indent=1))
-    return summary
-
-
-def replay(case_id: str, out_dir: Path) -> list[dict]:
+def replay(case_id: str, out_dir: Path) -> list[Record]:
     """Re-run one recorded case with the oracles of the run that recorded it."""
     from ..cases.case_io import load_case
 

@@ -1,5 +1,6 @@
 """Fixed, hand-written cases of every family: the seed 001 worked example and one small
-case per family and layer kind. Used by the self-check, the CLI and the tests."""
+case per family and layer kind. Used by the tests only (``tests/oracles`` and
+``tests/properties/comparison``)."""
 
 from __future__ import annotations
 

@@ -41,11 +41,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...reference import backprop
-from ...reference.activations import LEAKY_SLOPE
+from ...reference.case import LEAKY_SLOPE
 from ...reference.case import Case, CaseError
 from ...reference.result import Result
 from ..cases.case_io import case_arrays, case_from_parts
-from ..comparison.compare import _kink_rows
+from ..comparison.compare import kink_rows
 from ..comparison.error_model import KAPPA, bounds, tolerance, underflow_floor, unit_roundoff
 
 SCHEMA_VERSION = 1
@@ -152,7 +152,7 @@ def vector_arrays(case: Case) -> dict[str, np.ndarray]:
         if not np.all(np.isfinite(a)):
             raise VectorError(f"case {case.case_id} ({case.describe()}): {key} is not finite; "
                               "it cannot be a conformance vector")
-    near = _kink_rows(case, b, (result,), KAPPA * 2 * u)
+    near = kink_rows(case, b, (result,), KAPPA * 2 * u)
     arrays.kinked = {l: f"{b.kinked[l]}, batch rows "  # type: ignore[attr-defined]
                      f"{[int(i) for i in np.flatnonzero(rows)]}"
                      for l, rows in near.items() if rows.any()}

@@ -27,9 +27,8 @@ carries it.
 
 from __future__ import annotations
 
-import platform
-import traceback as tb
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,22 +38,28 @@ from ...reference.result import Result
 from .error_model import (
     KAPPA, Bounds, bounds, describe, tolerance, underflow_floor, unit_roundoff,
 )
-from .records import Record
+from .records import Record, delta_layer, most_severe, replay_command, versions
 
 Array = NDArray[np.float64]
-SEVERITY = ("diverge", "nan", "oracle_error", "unsupported", "kink", "agree")
 
 
-def versions(*results: Result) -> dict[str, str]:
-    v = {"numpy": np.__version__, "python": platform.python_version()}
+def provenance(*results: Result) -> dict[str, str]:
+    """The versions behind a comparison: the installed packages and what each result's
+    oracle reports (``Result.meta["versions"]``: framework build, device)."""
+    found = versions()
     for r in results:
         for k, val in (r.meta.get("versions") or {}).items():
-            v[str(k)] = str(val)
-    return v
+            found[str(k)] = str(val)
+    return found
 
 
-def replay_command(case: Case, directory: str = "DIR") -> str:
-    return f"backprop-oracle replay {case.case_id} --from {directory}"
+def where(case: Case, oracle: str, mode: str, device: str, dtype: str, *,
+          precision: str = "-", replay: str | None = None) -> dict[str, Any]:
+    """The fields that identify every record of one oracle on one case."""
+    return {"case_id": case.case_id, "family": case.family, "oracle": oracle, "mode": mode,
+            "device": device, "dtype": dtype, "precision": precision, "arch": case.describe(),
+            "versions": versions(),
+            "replay": replay_command(case.case_id) if replay is None else replay}
 
 
 def _dtype_of(result: Result, default: str) -> str:
@@ -65,17 +70,19 @@ def _fd_err(result: Result, name: str) -> Array | float:
     return (result.meta.get("fd_error") or {}).get(name, 0.0)
 
 
-def _layer_of(case: Case, name: str) -> int | None:
-    """Layer index of ``delta<l>`` or of parameter ``W<k>`` / ``b<k>``."""
-    if name.startswith("delta"):
-        return int(name[5:])
-    if case.family == "graph" or name == "loss":
+def layer_of(case: Case, name: str) -> int | None:
+    """Layer index of ``delta<l>`` or of parameter ``W<k>`` / ``b<k>`` (``None`` for the loss
+    and for graph cases)."""
+    l = delta_layer(name)
+    if l is not None:
+        return l
+    if case.family == "graph" or name == "loss" or not name[1:].isdigit():
         return None
     return {n: l for l, n in parametrised(case.layers)}.get(int(name[1:]))
 
 
-def _kink_rows(case: Case, b: Bounds, results: tuple[Result, ...], scale: float
-               ) -> dict[int, NDArray[np.bool_]]:
+def kink_rows(case: Case, b: Bounds, results: tuple[Result, ...], scale: float
+              ) -> dict[int, NDArray[np.bool_]]:
     """Per kinked layer ``l``, the batch rows with a kink point within reach."""
     rows: dict[int, NDArray[np.bool_]] = {}
     radius: dict[str, Array] = {}
@@ -126,25 +133,25 @@ class _Tensor:
         self.worst = np.unravel_index(int(np.argmax(ratio)), e.shape) if e.size else ()
 
 
-def _make_record(case: Case, quantity: str, name: str, t: _Tensor, verdict: str, model: str,
-                 dtype: str, meta: dict) -> Record:
+def _make_record(where: dict[str, Any], quantity: str, name: str, t: _Tensor, verdict: str,
+                 model: str) -> Record:
     w = tuple(int(i) for i in t.worst)
     e_w = float(t.e[w]) if t.e.size else 0.0
     a_w = float(t.a[w]) if t.a.size else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(np.abs(t.e) > 0, t.err / np.abs(t.e), np.where(t.err > 0, np.inf, 0))
+    dtype = where["dtype"]
     tiny = float(np.finfo(dtype).tiny)
     scale = max(abs(e_w), abs(a_w), tiny) if np.isfinite(e_w) and np.isfinite(a_w) else 1.0
     ulp = float(np.spacing(np.asarray(scale, dtype=dtype)))
     return Record(
-        case_id=case.case_id, family=case.family, quantity=quantity, name=name,
-        shape=tuple(int(s) for s in t.e.shape),
+        **where, quantity=quantity, name=name, shape=tuple(int(s) for s in t.e.shape),
         max_abs_err=float(t.err.max(initial=0.0)), max_rel_err=float(rel.max(initial=0.0)),
         err_ulps=float(t.err[w] / ulp) if t.e.size else 0.0, worst_index=w,
         n_beyond=int(t.beyond.sum() + t.one_sided.sum()), n_total=int(t.e.size),
         tolerance=float(t.tol[w]) if t.e.size else 0.0, tolerance_model=model,
         margin=float(t.ratio.max(initial=0.0)), verdict=verdict,
-        expected_value=e_w, actual_value=a_w, **meta)
+        expected_value=e_w, actual_value=a_w)
 
 
 def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str, Array, Array]]:
@@ -156,55 +163,121 @@ def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str,
         if name in expected.grads and name in actual.grads:
             out.append(("grad", name, np.asarray(expected.grads[name], np.float64),
                         np.asarray(actual.grads[name], np.float64)))
-    for name in sorted(set(expected.deltas) & set(actual.deltas), key=lambda k: int(k[5:])):
+    for name in sorted(set(expected.deltas) & set(actual.deltas), key=lambda k: delta_layer(k)
+                       or 0):
         out.append(("delta", name, np.asarray(expected.deltas[name], np.float64),
                     np.asarray(actual.deltas[name], np.float64)))
     return out
 
 
-def compare(case: Case, expected: Result, actual: Result, *, oracle: str, mode: str,
-            device: str, dtype: str, expected_dtype: str | None = None,
-            model: Bounds | None = None, kappa: float = KAPPA, replay_dir: str = "DIR"
-            ) -> list[Record]:
-    """One ``Record`` per tensor (loss, every gradient, every delta both sides have).
+def _non_finite_note(result: Result, name: str) -> str:
+    value = result.grads.get(name, result.deltas.get(name))
+    if value is None:
+        return ""
+    bad = np.argwhere(~np.isfinite(value))
+    if not len(bad):
+        return ""
+    method = str(result.meta.get("method", "?"))
+    who = "the implementation" if method == "implementation" else f"the oracle ({method})"
+    return (f"{name}: {len(bad)} non-finite value(s) from {who}, first at index "
+            f"{tuple(int(i) for i in bad[0])}")
 
-    ``actual`` was computed by ``oracle``/``mode`` on ``device`` in ``dtype``; ``expected``
-    in ``expected_dtype`` (default: ``expected.meta["dtype_computed"]``, else the case's).
-    FD error estimates (``meta["fd_error"]``) of either side are added to the tolerance."""
+
+@dataclass
+class Comparison:
+    """Two results of one case compared tensor by tensor: the elementwise comparisons, each
+    tensor's verdict, and the layer where a divergence enters. ``problems`` are tensors the
+    actual side returned missing or malformed (``(name, message)``, ``"-"`` for the return as
+    a whole): they count as diverging where they are located, and become records too."""
+
+    case: Case
+    expected: Result
+    actual: Result
+    tensors: dict[str, tuple[str, _Tensor, str]]
+    mismatched: dict[str, tuple[str, tuple[int, ...], str]]
+    verdicts: dict[str, str]
+    first: int | None
+    rows: dict[int, NDArray[np.bool_]]
+    problems: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        """The most severe verdict of the comparison (a problem counts as ``oracle_error``)."""
+        return most_severe([*self.verdicts.values(), *["diverge"] * bool(self.mismatched),
+                            *["oracle_error"] * bool(self.problems)])
+
+    def records(self, where: dict[str, Any], **detail: Any) -> list[Record]:
+        """One record per tensor (and per problem), built once with everything known:
+        ``where`` identifies the oracle and case, ``detail`` is added to every record (the
+        tie-breakers' vote, for example)."""
+        case = self.case
+        where = {**where, "versions": {**where.get("versions", {}),
+                                       **provenance(self.expected, self.actual)}}
+        methods = {"expected": str(self.expected.meta.get("method", "?")),
+                   "actual": str(self.actual.meta.get("method", "?"))}
+        out: list[Record] = []
+        for name, (quantity, shape, reason) in self.mismatched.items():
+            out.append(Record(**where, quantity=quantity, name=name, shape=shape,
+                              verdict="diverge", detail={"reason": reason, **detail}))
+        for name, (quantity, t, text) in self.tensors.items():
+            rec = _make_record(where, quantity, name, t, self.verdicts[name], text)
+            rec.detail = {**methods, "kink_rows": int(_rows_for(layer_of(case, name), self.rows,
+                                                                case.batch).sum())}
+            note = _non_finite_note(self.actual, name) if rec.verdict == "nan" else ""
+            if note:
+                rec.detail["message"] = note
+            rec.detail.update(detail)
+            out.append(rec)
+        for tensor, text in self.problems:
+            out.append(Record(**where, quantity="run", name=tensor, verdict="oracle_error",
+                              detail={"type": "BadReturn", "message": text, **detail}))
+        for rec in out:
+            rec.first_divergent_layer = self.first
+        return out
+
+
+def compare_results(case: Case, expected: Result, actual: Result, *, dtype: str,
+                    expected_dtype: str | None = None, model: Bounds | None = None,
+                    kappa: float = KAPPA, problems: tuple[tuple[str, str], ...] = ()
+                    ) -> Comparison:
+    """Compare every tensor both results have (loss, gradients, deltas).
+
+    ``actual`` was computed in ``dtype``, ``expected`` in ``expected_dtype`` (default:
+    ``expected.meta["dtype_computed"]``, else the case's). FD error estimates
+    (``meta["fd_error"]``) of either side are added to the tolerance."""
     b = model if model is not None else bounds(case)
     u_a = unit_roundoff(dtype)
     dtype_e = expected_dtype or _dtype_of(expected, case.dtype)
     u_e = unit_roundoff(dtype_e)
     floor = underflow_floor(b, dtype, dtype_e, kappa)
-    rows = _kink_rows(case, b, (expected, actual), kappa * (u_a + u_e))
-    meta = {"oracle": oracle, "mode": mode, "device": device, "dtype": dtype,
-            "versions": versions(expected, actual), "replay": replay_command(case, replay_dir)}
-    compared: dict[str, tuple[str, _Tensor, str]] = {}
-    records: list[Record] = []
+    rows = kink_rows(case, b, (expected, actual), kappa * (u_a + u_e))
+    tensors: dict[str, tuple[str, _Tensor, str]] = {}
+    mismatched: dict[str, tuple[str, tuple[int, ...], str]] = {}
     for quantity, name, e, a in _pairs(case, expected, actual):
         if e.shape != a.shape:
-            records.append(Record(case_id=case.case_id, family=case.family, quantity=quantity,
-                                  name=name, shape=tuple(e.shape), verdict="diverge",
-                                  detail={"reason": f"shape {a.shape} != expected {e.shape}"},
-                                  **meta))
+            mismatched[name] = (quantity, tuple(e.shape), f"shape {a.shape} != expected {e.shape}")
             continue
         fd = np.asarray(_fd_err(expected, name)) + np.asarray(_fd_err(actual, name))
         E = b.E[name]
         t = _Tensor(e, a, tolerance(E, u_a, u_e, fd, kappa, floor))
         text = describe(tuple(int(i) for i in t.worst), E, b.M[name], u_a, u_e, fd, kappa, floor)
-        compared[name] = (quantity, t, text)
-    verdicts = _verdicts(case, compared, rows)
-    first = first_divergent_layer(case, verdicts)
-    for name, (quantity, t, text) in compared.items():
-        rec = _make_record(case, quantity, name, t, verdicts[name], text, dtype, meta)
-        rec.first_divergent_layer = first
-        rec.detail = {"expected": str(expected.meta.get("method", "?")),
-                      "actual": str(actual.meta.get("method", "?")),
-                      "kink_rows": int(_rows_for(_layer_of(case, name), rows, case.batch).sum())}
-        records.append(rec)
-    for rec in records:
-        rec.first_divergent_layer = first
-    return records
+        tensors[name] = (quantity, t, text)
+    verdicts = _verdicts(case, tensors, rows)
+    located = {**verdicts, **{n: "diverge" for n in mismatched},
+               **{n: "diverge" for n, _ in problems if n != "-"}}
+    return Comparison(case, expected, actual, tensors, mismatched, verdicts,
+                      first_divergent_layer(case, located), rows, tuple(problems))
+
+
+def compare(case: Case, expected: Result, actual: Result, *, oracle: str, mode: str,
+            device: str, dtype: str, expected_dtype: str | None = None,
+            model: Bounds | None = None, kappa: float = KAPPA, precision: str = "-",
+            replay: str | None = None) -> list[Record]:
+    """One ``Record`` per tensor (loss, every gradient, every delta both sides have), see
+    ``compare_results``; ``actual`` was computed by ``oracle``/``mode`` on ``device``."""
+    return compare_results(case, expected, actual, dtype=dtype, expected_dtype=expected_dtype,
+                           model=model, kappa=kappa).records(
+        where(case, oracle, mode, device, dtype, precision=precision, replay=replay))
 
 
 def _verdicts(case: Case, compared: Mapping[str, tuple[str, _Tensor, str]],
@@ -221,7 +294,7 @@ def _verdicts(case: Case, compared: Mapping[str, tuple[str, _Tensor, str]],
     for name, (quantity, t, _) in compared.items():
         if out[name] != "diverge" or case.family == "graph" or name == "loss":
             continue
-        layer = _layer_of(case, name)
+        layer = layer_of(case, name)
         kink = _rows_for(layer, rows, N)
         if not kink.any():
             continue
@@ -238,78 +311,14 @@ def _verdicts(case: Case, compared: Mapping[str, tuple[str, _Tensor, str]],
 def first_divergent_layer(case: Case, verdicts: Mapping[str, str]) -> int | None:
     """Highest diverging ``delta<l>`` (every delta above it agrees); else the layer of the
     highest diverging parameter gradient; else ``None``."""
-    bad = [int(k[5:]) for k, v in verdicts.items() if k.startswith("delta") and v in
-           ("diverge", "nan")]
-    if bad:
-        return max(bad)
-    layers = [_layer_of(case, k) for k, v in verdicts.items()
-              if not k.startswith("delta") and k != "loss" and v in ("diverge", "nan")]
-    layers = [l for l in layers if l is not None]
-    return max(layers) if layers else None
-
-
-def summary_verdict(records: list[Record]) -> str:
-    """The most severe verdict among ``records`` (``agree`` for none)."""
-    found = {r.verdict for r in records}
-    return next((v for v in SEVERITY if v in found), "agree")
-
-
-def error_record(case: Case, oracle: str, mode: str, device: str, dtype: str,
-                 exc: BaseException, replay_dir: str = "DIR") -> Record:
-    """The oracle raised: ``oracle_error`` with the message and traceback
-    (``unsupported`` for ``NotImplementedError``)."""
-    verdict = "unsupported" if isinstance(exc, NotImplementedError) else "oracle_error"
-    return Record(case_id=case.case_id, family=case.family, oracle=oracle, mode=mode,
-                  device=device, dtype=dtype, quantity="run", name="-", verdict=verdict,
-                  versions=versions(), replay=replay_command(case, replay_dir),
-                  detail={"type": type(exc).__name__, "message": str(exc),
-                          "traceback": "".join(tb.format_exception(type(exc), exc,
-                                                                   exc.__traceback__))})
-
-
-def unsupported_record(case: Case, oracle: str, mode: str, device: str, dtype: str,
-                       reason: str) -> Record:
-    """The oracle cannot run this case / device / dtype (a reason, not a crash)."""
-    return Record(case_id=case.case_id, family=case.family, oracle=oracle, mode=mode,
-                  device=device, dtype=dtype, quantity="run", name="-", verdict="unsupported",
-                  versions=versions(), replay=replay_command(case), detail={"reason": reason})
-
-
-def run_and_compare(case: Case, expected: Result, oracle: object, *, device: str = "cpu",
-                    dtype: str | None = None, **kwargs: object) -> list[Record]:
-    """Run ``oracle`` (an ``Oracle``) and compare; an exception becomes one
-    ``oracle_error`` / ``unsupported`` record so that the caller's loop goes on."""
-    dtype = dtype or case.dtype
-    name, mode = getattr(oracle, "name", "?"), getattr(oracle, "mode", "?")
-    reason = oracle.available(device)  # type: ignore[attr-defined]
-    if reason:
-        return [unsupported_record(case, name, mode, device, dtype, reason)]
-    try:
-        actual = oracle.run(case, device, dtype)  # type: ignore[attr-defined]
-        return compare(case, expected, actual, oracle=name, mode=str(
-            actual.meta.get("method", mode)), device=device, dtype=dtype, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - recorded, not swallowed
-        return [error_record(case, name, mode, device, dtype, exc)]
-
-
-def triangulate(summaries: Mapping[tuple[str, str], str]) -> str | None:
-    """Given pairwise summary verdicts ``{(a, b): verdict}`` among three or more
-    implementations, the one that disagrees with every other while those agree with each
-    other (the odd one out), else ``None``."""
-    names = sorted({n for pair in summaries for n in pair})
-
-    def agree(x: str, y: str) -> bool | None:
-        v = summaries.get((x, y), summaries.get((y, x)))
-        return None if v is None else v in ("agree", "kink")
-
-    for odd in names:
-        others = [n for n in names if n != odd]
-        if len(others) < 2:
-            continue
-        if all(agree(odd, o) is False for o in others) and all(
-                agree(x, y) is not False for i, x in enumerate(others) for y in others[i + 1:]):
-            return odd
-    return None
+    bad = [delta_layer(k) for k, v in verdicts.items() if v in ("diverge", "nan")]
+    deltas = [l for l in bad if l is not None]
+    if deltas:
+        return max(deltas)
+    layers = [layer_of(case, k) for k, v in verdicts.items()
+              if delta_layer(k) is None and k != "loss" and v in ("diverge", "nan")]
+    found = [l for l in layers if l is not None]
+    return max(found) if found else None
 
 
 def screen_then_locate(case: Case, actual: Result, *, oracle: str = "impl",
@@ -357,13 +366,11 @@ def screen_then_locate(case: Case, actual: Result, *, oracle: str = "impl",
         records = compare(values, expected, actual, oracle=oracle, mode=mode, device=device,
                           dtype=dtype, model=b)
     first = records[0].first_divergent_layer if records else None
-    meta = {"oracle": oracle, "mode": mode, "device": device, "dtype": dtype,
-            "versions": versions(actual), "replay": replay_command(case)}
+    meta = {**where(case, oracle, mode, device, dtype), "versions": provenance(actual)}
     for name in values.params:
         if name in failing:
             continue
-        records.append(Record(case_id=case.case_id, family=case.family, quantity="grad",
-                              name=name, shape=tuple(values.params[name].shape),
+        records.append(Record(quantity="grad", name=name, shape=tuple(values.params[name].shape),
                               n_total=int(values.params[name].size), margin=screens[name],
                               verdict="agree", first_divergent_layer=first,
                               tolerance_model=f"screen: {probes} Rademacher probes, "

@@ -1,25 +1,45 @@
-"""``Record``: one comparison of one tensor, serialised as one JSON object per line
-(DESIGN.md "Contracts"). NumPy scalars and arrays become plain JSON; ``nan`` / ``inf`` become
-the strings ``"nan"``, ``"inf"``, ``"-inf"`` and are read back as floats."""
+"""``Record``: one comparison of one tensor (or one event: a skipped combination, an oracle
+that raised), serialised as one JSON object per line of ``records.jsonl`` (docs/design.md
+"Contracts"). This module is the one place that defines a record: its fields, the verdicts
+and their severity, the constructors of the records that are not tensor comparisons, the JSON
+conversion, and reading and writing ``records.jsonl``.
+
+JSON: NumPy scalars and arrays become plain JSON; ``nan`` / ``inf`` become the strings
+``"nan"``, ``"inf"``, ``"-inf"`` (``number`` reads them back). Writing appends and flushes per
+batch, so an interrupted run leaves valid records for every finished case; reading skips a
+last line cut short by an interruption.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable
+import os
+import platform
+import shlex
+import traceback
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 VERDICTS = ("agree", "diverge", "kink", "nan", "oracle_error", "unsupported")
-QUANTITIES = ("loss", "grad", "delta", "update", "run")
-_FLOATS = ("max_abs_err", "max_rel_err", "err_ulps", "tolerance", "margin",
-           "expected_value", "actual_value")
+# Most severe first: a case's verdict is the first of these among its records.
+SEVERITY = ("diverge", "nan", "oracle_error", "kink", "unsupported", "agree")
+# Verdicts that make a report not ok and a command exit 1.
+FAILING = ("diverge", "nan", "oracle_error")
+QUANTITIES = ("loss", "grad", "delta", "update", "run", "skip")
+PACKAGES = ("backprop-oracle", "numpy", "torch", "jax", "jaxlib", "hypothesis")
 
 
 @dataclass
 class Record:
-    """One tensor of one case compared between an oracle (``actual``) and the expected side."""
+    """One tensor of one case compared between an oracle (``actual``) and the expected side,
+    or one event (``quantity`` ``run``: the oracle raised or cannot run the case; ``skip``: an
+    oracle/device combination that could not run at all, ``detail["reason"]`` says why)."""
 
     case_id: str
     family: str
@@ -43,6 +63,10 @@ class Record:
     first_divergent_layer: int | None = None
     expected_value: float | None = None
     actual_value: float | None = None
+    precision: str = "-"
+    arch: str = ""
+    step: int | None = None
+    seconds: float | None = None
     versions: dict[str, str] = field(default_factory=dict)
     replay: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
@@ -50,40 +74,146 @@ class Record:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+        if self.quantity not in QUANTITIES:
+            raise ValueError(f"quantity must be one of {', '.join(QUANTITIES)}, "
+                             f"got {self.quantity!r}")
+
+    @property
+    def failing(self) -> bool:
+        return self.verdict in FAILING
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (no deep copy of the record)."""
+        return to_jsonable({f.name: getattr(self, f.name) for f in fields(self)})
 
     def to_json(self) -> str:
         """One line of JSON (no newline inside)."""
-        return json.dumps(_plain(asdict(self)), sort_keys=False, allow_nan=False)
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("max_abs_err", "max_rel_err", "err_ulps", "tolerance", "margin",
+                    "expected_value", "actual_value"):
+            if isinstance(values.get(key), str):
+                values[key] = float(values[key])
+        values["shape"] = tuple(values.get("shape") or ())
+        values["worst_index"] = tuple(values.get("worst_index") or ())
+        if isinstance(values.get("detail"), str):  # records.jsonl written before 0.2
+            values["detail"] = {"reason": values["detail"]}
+        return cls(**values)
 
     @classmethod
     def from_json(cls, line: str) -> "Record":
-        data = json.loads(line)
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        for key in _FLOATS:
-            if isinstance(data.get(key), str):
-                data[key] = float(data[key])
-        data["shape"] = tuple(data.get("shape", ()))
-        data["worst_index"] = tuple(data.get("worst_index", ()))
-        return cls(**data)
+        return cls.from_dict(json.loads(line))
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy -> Python, non-finite floats -> strings."""
+def message(record: Record) -> str:
+    """What the record's ``detail`` says in words (an error's message, a skip's reason)."""
+    return str(record.detail.get("message") or record.detail.get("reason") or "")
+
+
+def most_severe(verdicts: Iterable[str]) -> str:
+    """The first of ``SEVERITY`` among ``verdicts`` (``agree`` for none)."""
+    found = set(verdicts)
+    return next((v for v in SEVERITY if v in found), "agree")
+
+
+def case_verdict(records: Iterable[Record]) -> str:
+    """The most severe verdict among ``records`` (``agree`` for none)."""
+    return most_severe(r.verdict for r in records)
+
+
+def rank(verdict: str) -> int:
+    """Position of ``verdict`` in ``SEVERITY`` (0 the most severe)."""
+    return SEVERITY.index(verdict) if verdict in SEVERITY else len(SEVERITY)
+
+
+# ---------------------------------------------------------------- where a record came from
+
+def versions() -> dict[str, str]:
+    """Python and the installed versions of the packages a verdict depends on."""
+    return dict(_installed())
+
+
+@functools.cache
+def _installed() -> tuple[tuple[str, str], ...]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return tuple(found.items())
+
+
+def replay_command(case_id: str, directory: str | Path = "DIR") -> str:
+    """The command line that re-runs one recorded case (shell-quoted)."""
+    return f"backprop-oracle replay {case_id} --from {shlex.quote(str(directory))}"
+
+
+def delta_layer(name: str) -> int | None:
+    """``l`` of a tensor named ``delta<l>``, else ``None``."""
+    return int(name[5:]) if name.startswith("delta") and name[5:].isdigit() else None
+
+
+# ---------------------------------------------------------------- records that are events
+
+def error_record(where: dict[str, Any], exc: BaseException) -> Record:
+    """The oracle raised: ``oracle_error`` with the message and traceback
+    (``unsupported`` for ``NotImplementedError``). ``where``: the identifying fields."""
+    verdict = "unsupported" if isinstance(exc, NotImplementedError) else "oracle_error"
+    return Record(**where, quantity="run", name="-", verdict=verdict, detail={
+        "type": type(exc).__name__, "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))})
+
+
+def unsupported_record(where: dict[str, Any], reason: str) -> Record:
+    """The oracle cannot run this case on this device (a reason, not a crash)."""
+    return Record(**where, quantity="run", name="-", verdict="unsupported",
+                  detail={"reason": reason})
+
+
+def bad_return_record(where: dict[str, Any], tensor: str, text: str,
+                      layer: int | None) -> Record:
+    """An implementation returned ``tensor`` missing or malformed (``"-"``: the return as a
+    whole): ``oracle_error`` at that tensor's layer."""
+    return Record(**where, quantity="run", name=tensor, verdict="oracle_error",
+                  first_divergent_layer=layer, detail={"type": "BadReturn", "message": text})
+
+
+def skip_record(family: str, oracle: str, mode: str, precision: str, device: str, dtype: str,
+                reason: str) -> Record:
+    """An oracle/device combination that cannot run at all, for one family and dtype."""
+    return Record(case_id="-", family=family, oracle=oracle, mode=mode, device=device,
+                  dtype=dtype, quantity="skip", name="-", verdict="unsupported",
+                  precision=precision, detail={"reason": reason})
+
+
+# ---------------------------------------------------------------- JSON and records.jsonl
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON: numpy scalars and arrays become Python numbers and lists; non-finite
+    floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else ("nan" if math.isnan(f) else ("inf" if f > 0 else "-inf"))
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
+
+
+def number(value: Any) -> float:
+    """A record's numeric field back as a float (``"nan"``/``"inf"`` strings included)."""
+    if value is None:
+        return math.nan
+    return float(value)
 
 
 def dumps(records: Iterable[Record]) -> str:
@@ -93,3 +223,40 @@ def dumps(records: Iterable[Record]) -> str:
 
 def loads(text: str) -> list[Record]:
     return [Record.from_json(line) for line in text.splitlines() if line.strip()]
+
+
+class RecordWriter:
+    """Appends records to ``path`` one line at a time, flushing each batch to disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self.count = 0
+
+    def write(self, records: Iterable[Record]) -> None:
+        text = dumps(records)
+        self._file.write(text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.count += text.count("\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of ``path`` as JSON objects; a final line cut short by an interruption is
+    skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return  # truncated by an interrupted write
+            if line.strip():
+                yield json.loads(line)

@@ -3,13 +3,15 @@ the report path printed, and an interrupted run still writing its report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import pytest
 
 from backprop_oracle import cli
 from backprop_oracle.properties.campaign import engine as campaign
-from backprop_oracle.reports.records_io import read_records
+from backprop_oracle.properties.comparison.records import read_records
 
 QUICK = ["--families", "graph,softmax", "--oracles", "fd", "--cases", "1", "--dtypes",
          "float64"]
@@ -25,12 +27,12 @@ def test_run_then_replay(tmp_path, capsys) -> None:
 
 
 def test_run_exit_one_on_a_divergence(tmp_path, monkeypatch, capsys) -> None:
-    real = campaign.compare_with_oracle
+    real = campaign.evaluate
 
     def planted(*args, **kwargs):
-        return [{**r, "verdict": "diverge"} for r in real(*args, **kwargs)]
+        return [replace(r, verdict="diverge") for r in real(*args, **kwargs)]
 
-    monkeypatch.setattr(campaign, "compare_with_oracle", planted)
+    monkeypatch.setattr(campaign, "evaluate", planted)
     assert cli.main(["run", *QUICK, "--out", str(tmp_path)]) == 1
     assert "diverge" in capsys.readouterr().out
 

@@ -6,6 +6,13 @@ A mutant is the reference with one function swapped for a buggy copy while the a
 corrupts (a wrong BP2 through layer ``l`` corrupts ``delta^(l-1)``; a wrong BP3/BP4 the
 parameters of ``l``), which is what the report's ``first_divergent_layer`` must name.
 Training mutants are ``check_training`` adapters.
+
+This is the project's one mutant library. A gradient mutant's adapter also gives the full
+``Result`` (loss, gradients and deltas: ``Mutant.result``), which the comparison tests need to
+locate a bug; ``RESULTS`` holds those under the names ``tests/properties/comparison`` uses, and
+``one_element`` / ``scaled`` are the numerical slips with their size as a parameter (for the
+benchmarks). Import it as ``tests.mutation.mutants`` (benchmarks run from the repository root
+with ``python -m benchmarks.<name>``) or relatively from inside ``tests``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ class Mutant:
     training: bool = False
     draw: Callable[[int, int], list[bo.Case]] | None = None  # custom case source (n, seed)
 
+    def result(self, case: bo.Case) -> bo.Result:
+        """The full ``Result`` (loss, gradients, deltas) of a gradient mutant."""
+        if not isinstance(self.impl, Adapter):
+            raise TypeError(f"{self.name} is not a gradient mutant with a full Result")
+        return self.impl.result(case)
+
     def cases(self, n: int, seed: int) -> list[bo.Case]:
         """The first ``n`` cases (in draw order from ``seed``) that the bug can affect."""
         if self.draw is not None:
@@ -51,14 +64,24 @@ class Mutant:
         return out[:n]
 
 
-def patched(*patches: tuple[object, str, object]) -> Callable:
+@dataclass(frozen=True)
+class Adapter:
+    """A ``bo.check`` adapter made from a function returning the full ``Result``: calling it
+    gives the gradients (what an implementation under test returns), ``result`` everything."""
+    result: Callable[[bo.Case], bo.Result]
+
+    def __call__(self, case: bo.Case) -> dict:
+        return dict(self.result(case).grads)
+
+
+def patched(*patches: tuple[object, str, object]) -> Adapter:
     """An adapter running the reference with ``(module, attribute, replacement)`` swapped."""
-    def impl(case: bo.Case) -> dict:
+    def result(case: bo.Case) -> bo.Result:
         with contextlib.ExitStack() as stack:
             for module, name, new in patches:
                 stack.enter_context(mock.patch.object(module, name, new))
-            return dict(bo.backprop(case).grads)
-    return impl
+            return bo.backprop(case)
+    return Adapter(result)
 
 
 # ---------------------------------------------------------------- where layers are
@@ -163,13 +186,29 @@ def _square_mlps(n: int, seed: int) -> list[bo.Case]:
 
 # ---------------------------------------------------------------- conv / pooling
 
+def _conv_input_grad_cropped_off_by_one(delta, a_prev, W, stride, padding):
+    """conv.backward's input gradient read one cell too far into the padded full correlation
+    (cropped at ``padding + 1`` instead of ``padding``)."""
+    a_pad = conv.pad(a_prev, padding)
+    n, o, ho, wo = delta.shape
+    c, k = W.shape[1], W.shape[2]
+    d_cols = (W.reshape(o, -1).T @ delta.reshape(n, o, -1)).reshape(n, c, k, k, ho, wo)
+    parts = [(u, v, d_cols[:, :, u, v]) for u in range(k) for v in range(k)]
+    big = conv.pad(conv.scatter_offsets(parts, a_pad.shape, stride), 1)
+    h, w = a_prev.shape[2], a_prev.shape[3]
+    p = padding + 2  # right: padding + 1 (the extra pad of 1); this is one cell too far
+    return big[:, :, p:p + h, p:p + w]
+
+
 def _conv_bug(kind: str) -> Callable:
     real = _CONV_BACKWARD
 
     def backward(delta, a_prev, W, stride, padding, need_input_grad=True):
         nabla_w, nabla_b, da = real(delta, a_prev, W, stride, padding, need_input_grad)
         k = W.shape[2]
-        if kind == "padding_off_by_one" and padding >= 1:
+        if kind == "input_grad_cropped_off_by_one" and da is not None:
+            da = _conv_input_grad_cropped_off_by_one(delta, a_prev, W, stride, padding)
+        elif kind == "padding_off_by_one" and padding >= 1:
             # x padded with one row/column too many on the top/left and one too few after
             a_pad = np.pad(a_prev, ((0, 0), (0, 0), (padding + 1, padding - 1),
                                     (padding + 1, padding - 1)))
@@ -211,6 +250,16 @@ def _conv_layer(case: bo.Case, test: Callable[[Conv2d], bool]) -> int | None:
     return max(found) if found else None
 
 
+def _below_top_conv(case: bo.Case) -> int | None:
+    """A wrong input gradient of conv ``l > 1`` corrupts ``delta^(l-1)``; an adapter returns
+    gradients only, so the layer named is the highest parametrised one below ``l``."""
+    from backprop_oracle.reference.case import parametrised
+
+    top = _conv_layer(case, lambda s: True)
+    below = [l for l, _ in parametrised(case.layers) if top is not None and l < top]
+    return max(below) if below else None
+
+
 # ---------------------------------------------------------------- graph
 
 def _mul_own_input(g, ins, out):
@@ -237,17 +286,22 @@ def _has_mul_of_distinct(case: bo.Case) -> bool:
 
 # ---------------------------------------------------------------- numerical slips
 
-def _one_element(case: bo.Case) -> dict:
-    grads = dict(bo.backprop(case).grads)
-    g = grads["W1"].copy()
+def one_element(case: bo.Case, name: str = "W1", rel: float = 1e-3) -> bo.Result:
+    """The reference with the largest-magnitude element of ``grads[name]`` off by ``rel``
+    relative."""
+    r = bo.backprop(case)
+    g = r.grads[name].copy()
     i = np.unravel_index(int(np.argmax(np.abs(g))), g.shape)
-    g[i] *= np.asarray(1 + 1e-3, g.dtype)
-    grads["W1"] = g
-    return grads
+    g[i] *= np.asarray(1 + rel, g.dtype)
+    r.grads[name] = g
+    return r
 
 
-def _scaled(case: bo.Case) -> dict:
-    return {k: v * np.asarray(1 + 1e-4, v.dtype) for k, v in bo.backprop(case).grads.items()}
+def scaled(case: bo.Case, factor: float = 1 + 1e-4) -> bo.Result:
+    """The reference with every parameter gradient scaled by ``factor``."""
+    r = bo.backprop(case)
+    r.grads = {k: v * np.asarray(factor, v.dtype) for k, v in r.grads.items()}
+    return r
 
 
 # ---------------------------------------------------------------- training
@@ -294,6 +348,9 @@ MUTANTS: list[Mutant] = [
            patched((conv, "backward", _conv_bug("padding_off_by_one"))),
            layer=lambda c: _conv_layer(c, lambda s: s.padding >= 1),
            applies=lambda c: _conv_layer(c, lambda s: s.padding >= 1) is not None),
+    Mutant("conv_input_gradient_cropped_off_by_one", "cnn",
+           patched((conv, "backward", _conv_bug("input_grad_cropped_off_by_one"))),
+           layer=_below_top_conv, applies=lambda c: _below_top_conv(c) is not None),
     Mutant("conv_kernel_flipped", "cnn",
            patched((conv, "backward", _conv_bug("kernel_flipped"))),
            layer=lambda c: _conv_layer(c, lambda s: s.kernel >= 2),
@@ -322,15 +379,32 @@ MUTANTS: list[Mutant] = [
     Mutant("graph_mul_times_own_input", "graph",
            patched((graph, "OPS", _graph_ops_with("mul", _mul_own_input))),
            applies=_has_mul_of_distinct),
-    Mutant("one_element_off_1e-3", "mlp", _one_element,
+    Mutant("one_element_off_1e-3", "mlp", Adapter(one_element),
            layer=lambda c: _param_layer(c, "W1"), constraints={"dropout": False}),
-    Mutant("all_gradients_scaled_1e-4", "mlp", _scaled, layer=_top,
+    Mutant("all_gradients_scaled_1e-4", "mlp", Adapter(scaled), layer=_top,
            constraints={"dropout": False}),
     Mutant("momentum_wrong_sign", "mlp", lambda c, t: sgd_step(c, t, sign=-1.0), training=True),
     Mutant("schedule_one_step_late", "mlp", lambda c, t: sgd_step(c, t, late=1), training=True),
 ]
 
 BY_NAME = {m.name: m for m in MUTANTS}
+
+# The names tests/properties/comparison/test_compare.py gives the planted bugs it locates on
+# its fixed cases -> the catalogue entry implementing the bug (the two suites had a copy each).
+# Its "conv_padding_off_by_one" is the input-gradient bug, not the catalogue entry of that name
+# (a wrong weight gradient), which would be located one layer higher.
+COMPARISON_NAMES = {
+    "sigma_prime_of_a": "sigma_prime_of_a",
+    "bp1_without_sigma_prime": "bp1_without_sigma_prime",
+    "missing_one_over_m": "missing_one_over_m",
+    "bias_wrong_axis": "bias_gradient_wrong_axis",
+    "conv_padding_off_by_one": "conv_input_gradient_cropped_off_by_one",
+    "maxpool_wrong_cell": "maxpool_gradient_to_last_cell",
+    "one_element_1e-3": "one_element_off_1e-3",
+    "scale_1e-4": "all_gradients_scaled_1e-4",
+}
+RESULTS: dict[str, Callable[[bo.Case], bo.Result]] = {
+    name: BY_NAME[entry].result for name, entry in COMPARISON_NAMES.items()}
 
 
 def correct(case: bo.Case) -> dict:

@@ -33,8 +33,8 @@ def test_mutant_is_detected_at_its_layer(name: str) -> None:
     if m.family == "graph":
         return  # graph nodes are not layers; the node is named by its delta record
     for r in report.failures():
-        expected = m.layer(by_id[r["case_id"]])
-        assert r["first_divergent_layer"] == expected, (
+        expected = m.layer(by_id[r.case_id])
+        assert r.first_divergent_layer == expected, (
             f"{name}: case {r['case_id']} ({r['arch']}) named layer "
             f"{r['first_divergent_layer']}, the bug enters at {expected}")
 
@@ -45,7 +45,7 @@ def test_tiebreakers_blame_the_mutant(name: str) -> None:
     pytest.importorskip("torch")
     m = BY_NAME[name]
     report = bo.check(m.impl, _cases(m)[:2], name=name, tiebreakers=("torch",))
-    assert {r["detail"]["blame"] for r in report.failures()} == {name}
+    assert {r.detail["blame"] for r in report.failures()} == {name}
 
 
 @pytest.mark.parametrize("name, first_step", [("momentum_wrong_sign", 1),
@@ -55,7 +55,7 @@ def test_training_mutant_is_detected_at_its_step(name: str, first_step: int) -> 
     cases = bo.cases("mlp", 3, seed=0, max_width=5, max_batch=4, max_layers=2)
     report = bo.check_training(m.impl, cases, bo.Training(), name=name)
     assert not report.ok
-    assert min(r["step"] for r in report.failures()) == first_step
+    assert min(r.step for r in report.failures()) == first_step
     assert bo.check_training(sgd_step, cases, bo.Training()).ok, "the correct step agrees"
 
 

@@ -9,7 +9,8 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences, choose_method, fd_step
 from backprop_oracle.properties.cases import examples
-from backprop_oracle.properties.comparison.compare import compare, summary_verdict
+from backprop_oracle.properties.comparison.compare import compare
+from backprop_oracle.properties.comparison.records import case_verdict
 
 CASES = examples.every_family("float64")
 
@@ -28,7 +29,7 @@ def test_agrees_with_reference(name: str, method: str) -> None:
         np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-9, err_msg=key)
     records = compare(case, fd, ref, oracle="reference", mode="reverse", device="cpu",
                       dtype="float64")
-    assert summary_verdict(records) == "agree", [r for r in records if r.verdict != "agree"]
+    assert case_verdict(records) == "agree", [r for r in records if r.verdict != "agree"]
 
 
 def _one_layer(activation: str, seed: int = 0) -> bo.Case:
@@ -144,7 +145,7 @@ def test_complex_step_through_log_of_a_small_sigmoid() -> None:
     cs = FiniteDifferences("complex_step").run(case)
     records = compare(case, bo.backprop(case), cs, oracle="fd", mode="complex_step",
                       device="cpu", dtype="float64")
-    assert summary_verdict(records) == "agree", [r for r in records if r.verdict != "agree"]
+    assert case_verdict(records) == "agree", [r for r in records if r.verdict != "agree"]
     assert max(r.margin for r in records) < 0.5
 
 

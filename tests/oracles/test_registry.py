@@ -3,6 +3,7 @@ subprocess) and odd-one-out triage on planted wrong ops in one framework."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 
 from backprop_oracle.oracles import registry
-from backprop_oracle.oracles.registry import agree, inventory, odd_one_out
+from backprop_oracle.oracles.registry import inventory
+from backprop_oracle.properties.comparison.compare import compare_results
+from backprop_oracle.properties.comparison.evaluate import triangulate
 from backprop_oracle.reference import backprop
 from backprop_oracle.reference.result import Result
 
@@ -113,42 +116,38 @@ def _bwd(size, stride, a, g):
 jax_argmin_max_pool.defvjp(_fwd, _bwd)
 
 
-def _three(torch_overrides=None, jax_overrides=None, dtype="float64") -> dict[str, Result]:
+def _three(torch_overrides=None, jax_overrides=None, dtype="float64"):
     c = case("cnn_pools", dtype)
-    return {"reference": backprop(c),
-            "torch": TorchOracle(overrides=torch_overrides).run(c),
-            "jax": JaxOracle(overrides=jax_overrides).run(c)}
+    return c, {"reference": backprop(c),
+               "torch": TorchOracle(overrides=torch_overrides).run(c),
+               "jax": JaxOracle(overrides=jax_overrides).run(c)}
+
+
+def _versus(c, expected: Result, actual: Result):
+    return compare_results(c, expected, actual, dtype=c.dtype, expected_dtype=c.dtype)
+
+
+def odd_one_out(c, results: dict[str, Result]) -> str | None:
+    """The error-model comparison of every pair, then the odd one out."""
+    return triangulate({(a, b): _versus(c, results[a], results[b]).verdict
+                        for a, b in itertools.combinations(results, 2)})
 
 
 def test_all_correct_has_no_odd_one_out() -> None:
-    assert odd_one_out(_three()) is None
+    assert odd_one_out(*_three()) is None
 
 
 def test_planted_torch_max_pool_bug_is_named() -> None:
-    results = _three(torch_overrides={"max_pool": torch_argmin_max_pool})
+    c, results = _three(torch_overrides={"max_pool": torch_argmin_max_pool})
     assert results["torch"].meta["overrides"] == ["max_pool"]
-    assert not agree(results["torch"], results["reference"])
-    assert agree(results["jax"], results["reference"])
-    assert odd_one_out(results) == "torch"
+    assert odd_one_out(c, results) == "torch"
     # located: only the pool's input (delta1) and the layer-1 parameters diverge
-    t, ref = results["torch"], results["reference"]
-    one = lambda k, r: Result(0.0, {}, {k: r.deltas[k]})  # noqa: E731
-    assert [k for k in ref.deltas if not agree(one(k, t), one(k, ref))] == ["delta1"]
-    assert [k for k in ref.grads if not np.allclose(t.grads[k], ref.grads[k])] == ["W1", "b1"]
+    versus = _versus(c, results["reference"], results["torch"])
+    assert [k for k, v in versus.verdicts.items() if v == "diverge"] == ["W1", "b1", "delta1"]
+    assert versus.first == 1
 
 
 def test_planted_jax_max_pool_bug_is_named() -> None:
-    results = _three(jax_overrides={"max_pool": jax_argmin_max_pool}, dtype="float32")
-    assert odd_one_out(results) == "jax"
-    assert agree(results["torch"], results["reference"])
-
-
-def test_odd_one_out_needs_a_single_isolated_culprit() -> None:
-    good = Result(1.0, {"W1": np.ones(3)}, {"delta1": np.ones(2)})
-    bad = Result(1.0, {"W1": np.array([1.0, 2.0, 1.0])}, {"delta1": np.ones(2)})
-    worse = Result(1.0, {"W1": np.array([1.0, 1.0, 5.0])}, {"delta1": np.ones(2)})
-    assert odd_one_out({"a": good, "b": good, "c": bad}) == "c"
-    assert odd_one_out({"a": good, "b": bad, "c": worse}) is None
-    assert odd_one_out({"a": good, "b": bad}) is None
-    nan = Result(float("nan"), {"W1": np.ones(3)})
-    assert odd_one_out({"a": good, "b": good, "c": nan}) == "c"
+    c, results = _three(jax_overrides={"max_pool": jax_argmin_max_pool}, dtype="float32")
+    assert odd_one_out(c, results) == "jax"
+    assert _versus(c, results["reference"], results["torch"]).verdict == "agree"

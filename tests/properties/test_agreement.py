@@ -18,6 +18,7 @@ from backprop_oracle.oracles.torch_oracle import TorchOracle
 from backprop_oracle.properties.cases import strategies as S
 from backprop_oracle.properties.campaign.assertions import assert_agree
 from backprop_oracle.properties.comparison.compare import compare
+from backprop_oracle.properties.comparison.evaluate import evaluate
 
 FD = FiniteDifferences()
 SMALL = dict(max_width=16, max_batch=8, max_layers=4)  # keeps the ci profile under budget
@@ -36,29 +37,25 @@ def framework_params() -> list:
     return params
 
 
-def check(case: bo.Case, expected: bo.Result, actual: bo.Result, oracle: str, mode: str,
-          device: str, bo_record, **kwargs: object) -> None:
-    records = compare(case, expected, actual, oracle=oracle, mode=mode, device=device,
-                      dtype=case.dtype, **kwargs)
-    bo_record(case, [dict(r.__dict__, precision="strict", arch=case.describe()) for r in records])
+def check(case: bo.Case, oracle, device: str, bo_record) -> None:
+    """The oracle on the case through the harness's one evaluation path, recorded for the
+    session report, then asserted (a gradient in the wrong dtype is an oracle error)."""
+    records = evaluate(case, oracle, device)
+    bo_record(case, records)
     assert_agree(case, records)
 
 
 @given(case=S.any_cases(dtypes=["float64"], **SMALL))
 def test_reference_equals_finite_differences(case: bo.Case, bo_record) -> None:
     """float64, every family; FD's own error estimate is part of the tolerance."""
-    result = FD.run(case)
-    check(case, bo.backprop(case), result, "fd", result.meta["method"], "cpu", bo_record)
+    check(case, FD, "cpu", bo_record)
 
 
 @pytest.mark.parametrize("oracle, device", framework_params())
 @given(case=S.any_cases(**SMALL))
 def test_reference_equals_framework(oracle, device: str, case: bo.Case, bo_record) -> None:
     """float32 and float64 (drawn), reverse and forward mode, per device."""
-    result = oracle.run(case, device, case.dtype)
-    for name, g in result.grads.items():
-        assert g.dtype.name == case.dtype, f"{oracle.label} returned {name} as {g.dtype}"
-    check(case, bo.backprop(case), result, oracle.name, oracle.mode, device, bo_record)
+    check(case, oracle, device, bo_record)
 
 
 @given(case=S.any_cases(**SMALL))
@@ -66,8 +63,11 @@ def test_torch_equals_jax(case: bo.Case, bo_record) -> None:
     """The two frameworks against each other, both on cpu, reverse mode, same dtype."""
     torch_result = TorchOracle().run(case, "cpu", case.dtype)
     jax_result = JaxOracle().run(case, "cpu", case.dtype)
-    check(case, torch_result, jax_result, "jax-vs-torch", "reverse", "cpu", bo_record,
-          expected_dtype=case.dtype)
+    records = compare(case, torch_result, jax_result, oracle="jax-vs-torch", mode="reverse",
+                      device="cpu", dtype=case.dtype, expected_dtype=case.dtype,
+                      precision="strict")
+    bo_record(case, records)
+    assert_agree(case, records)
 
 
 @pytest.mark.parametrize("oracle, device", framework_params())
@@ -77,5 +77,4 @@ def test_dropout_with_a_shared_mask_agrees(oracle, device: str, bo_record) -> No
     drawn = [c for c in bo.cases("mlp", 30, seed=9, max_width=12, max_batch=6) if c.masks]
     assert len(drawn) >= 3
     for case in drawn[:6]:
-        result = oracle.run(case, device, case.dtype)
-        check(case, bo.backprop(case), result, oracle.name, oracle.mode, device, bo_record)
+        check(case, oracle, device, bo_record)

@@ -4,7 +4,7 @@ against ``torch.optim.SGD`` and ``optax.sgd`` with the framework's own gradients
 
 Each step is teacher-forced: the framework starts from the reference's parameters and
 velocity at that step, so its error does not compound and has an exact model:
-``tol_t`` = ``properties.check.update_tolerance`` (``eta_t tol(grad)`` plus the rounding of the update)
+``tol_t`` = ``properties.check.training.update_tolerance`` (``eta_t tol(grad)`` plus the rounding of the update)
 with ``tol(grad)`` the comparison's error-model tolerance for the gradient at ``w_t``.
 One ``update`` record per parameter and step (its ``step`` field), so the report plots how the
 error evolves along the trajectory.
@@ -25,7 +25,9 @@ from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
 from backprop_oracle.properties.cases import strategies as S
 from backprop_oracle.properties.campaign.assertions import assert_agree
-from backprop_oracle.properties.check.api import update_tolerance
+from backprop_oracle.properties.check.training import update_record, update_tolerance
+from backprop_oracle.properties.comparison.compare import where
+from backprop_oracle.properties.comparison.records import Record
 from backprop_oracle.reference import training
 
 STEPS, MU, ETA0, GAMMA, EVERY = 4, 0.9, 0.05, 0.5, 2
@@ -72,7 +74,7 @@ def optax_rate(t: int) -> float:
 
 
 def update_records(case: bo.Case, framework: str, oracle, stepper,
-                   schedule=SCHEDULE) -> list[dict]:
+                   schedule=SCHEDULE) -> list[Record]:
     trajectory = training.train(case, STEPS, schedule, mu=MU, convention="pytorch")
     records, v = [], None
     for t in range(STEPS):
@@ -84,18 +86,9 @@ def update_records(case: bo.Case, framework: str, oracle, stepper,
         for name, w in trajectory.params[t + 1].items():
             v_prev = v[name] if v is not None else np.zeros_like(w)
             tol = update_tolerance(at, name, eta, MU, g[name], v_prev, v_ref[name])
-            err = np.abs(w_next[name] - w)
-            margin = float(np.max(err / tol))
-            worst = np.unravel_index(int(np.argmax(err / tol)), err.shape)
-            records.append({
-                "case_id": case.case_id, "family": case.family, "oracle": framework,
-                "mode": "sgd-momentum", "device": "cpu", "dtype": case.dtype,
-                "precision": "strict", "quantity": "update", "name": name, "step": t,
-                "max_abs_err": float(err.max()), "tolerance": float(tol[worst]),
-                "tolerance_model": f"eta_t={eta:g} x tol(grad) + kappa x u x update terms",
-                "margin": margin, "worst_index": [int(i) for i in worst],
-                "expected_value": float(w[worst]), "actual_value": float(w_next[name][worst]),
-                "verdict": "agree" if margin <= 1 else "diverge", "arch": case.describe()})
+            records.append(update_record(where(case, framework, "sgd-momentum", "cpu",
+                                               case.dtype, precision="strict"),
+                                         name, t, eta, w, w_next[name], tol))
         v = v_ref
     return records
 
@@ -126,8 +119,8 @@ def test_optax_schedules_round_the_learning_rate_to_float32() -> None:
     case = bo.cases("mlp", 1, seed=4, max_layers=2, max_width=4, dtypes=["float64"])[0]
     exact = update_records(case, "jax", JaxOracle(), optax_step)
     mapped = update_records(case, "jax", JaxOracle(), optax_step, schedule=optax_rate)
-    assert any(r["verdict"] == "diverge" for r in exact)
-    assert all(r["verdict"] == "agree" for r in mapped)
+    assert any(r.verdict == "diverge" for r in exact)
+    assert all(r.verdict == "agree" for r in mapped)
 
 
 def test_classic_convention_differs_from_the_frameworks_once_eta_changes() -> None:
@@ -136,7 +129,7 @@ def test_classic_convention_differs_from_the_frameworks_once_eta_changes() -> No
     case = bo.cases("mlp", 1, seed=3, max_layers=2, max_width=4, dtypes=["float64"])[0]
     classic = training.train(case, STEPS, SCHEDULE, mu=MU, convention="classic")
     records = update_records(case, "torch", TorchOracle(), torch_step)
-    assert all(r["verdict"] == "agree" for r in records)
+    assert all(r.verdict == "agree" for r in records)
     final_classic = classic.params[-1]
     final_pytorch = training.train(case, STEPS, SCHEDULE, mu=MU).params[-1]
     assert any(not np.allclose(final_classic[k], final_pytorch[k], rtol=1e-9) for k in final_classic)

@@ -13,7 +13,8 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.oracles.base import Oracle
 from backprop_oracle.properties.campaign import engine as campaign
-from backprop_oracle.reports.records_io import RecordWriter
+from backprop_oracle.properties.campaign.output import finish
+from backprop_oracle.properties.comparison.records import RecordWriter
 
 CHROMIUM = "/usr/bin/chromium"
 EVIL = "<script>window.__pwned = 1</script>impl"
@@ -49,7 +50,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with RecordWriter(out / "records.jsonl") as writer:
         for case in cases:
             writer.write(campaign.run_case(case, runnable, out))
-    summary = campaign.finish(out)
+    summary = finish(out)
     assert summary.exit_code == 1
     return out / "report.html"
 

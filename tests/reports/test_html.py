@@ -3,17 +3,19 @@ the worst comparison with its drill-down, skipped cells with their reason; size 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 
 from backprop_oracle.reports import html
-from backprop_oracle.reports.records_io import RecordWriter
+from backprop_oracle.properties.comparison.records import Record, RecordWriter
 
 from ._records import planted_divergence, record, skip
 
 EVIL = "<script>alert('x')</script>"
 
 
-def build(tmp_path, records: list[dict], **kwargs: object):
+def build(tmp_path, records: list[Record], **kwargs: object):
     with RecordWriter(tmp_path / "records.jsonl") as writer:
         writer.write(records)
     summary = html.build(tmp_path / "records.jsonl", tmp_path, **kwargs)
@@ -40,7 +42,7 @@ def test_report_is_self_contained(tmp_path) -> None:
 
 
 def test_user_strings_are_escaped(tmp_path) -> None:
-    evil = [dict(r, oracle=EVIL, arch=f"mlp: {EVIL}", detail=EVIL, name=EVIL)
+    evil = [replace(r, oracle=EVIL, arch=f"mlp: {EVIL}", detail={"message": EVIL}, name=EVIL)
             for r in planted_divergence()]
     _, page, md = build(tmp_path, evil + [skip(reason=EVIL)], environment={"who": EVIL})
     assert EVIL not in page and "<script" not in page
@@ -84,7 +86,7 @@ def test_parameter_only_divergence_is_located_at_its_parameter(tmp_path) -> None
 
 def test_records_without_a_replay_command_show_no_empty_one(tmp_path) -> None:
     """``bo.check`` from Python has no command line to replay a case with."""
-    records = [{**r, "replay": ""} for r in planted_divergence()]
+    records = [replace(r, replay="") for r in planted_divergence()]
     _, page, md = build(tmp_path, records)
     assert "Replay:" not in page and "— ``" not in md
     assert "enters at layer 2" in md

@@ -14,7 +14,8 @@ import backprop_oracle as bo
 from backprop_oracle.oracles.base import Oracle
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
 from backprop_oracle.properties.campaign import engine as campaign
-from backprop_oracle.reports.records_io import read_records
+from backprop_oracle.properties.campaign.output import finish
+from backprop_oracle.properties.comparison.records import read_records
 
 SMALL = {"max_width": 4, "max_batch": 3, "max_layers": 2, "max_image": 5}
 
@@ -46,7 +47,7 @@ def test_run_writes_records_report_and_environment(tmp_path) -> None:
     records = list(read_records(tmp_path / "records.jsonl"))
     assert {r["verdict"] for r in records} <= {"agree", "kink"}
     assert len({r["case_id"] for r in records}) == 4
-    summary = campaign.finish(tmp_path)
+    summary = finish(tmp_path)
     assert summary.exit_code == 0
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["seed"] == "0" and "numpy" in env
@@ -75,7 +76,7 @@ def test_absent_devices_are_skipped_records_with_their_reason(tmp_path) -> None:
         assert mine and all(r["verdict"] == "unsupported" and r["detail"] for r in mine)
         assert {r["precision"] for r in mine if r["oracle"] in ("torch", "jax")} == \
             {"strict", "default"}
-    summary = campaign.finish(tmp_path)
+    summary = finish(tmp_path)
     assert summary.skipped, "the report lists skipped cells with their reason"
     html = (tmp_path / "report.html").read_text()
     assert "skipped" in html and absent[0] in html
@@ -116,7 +117,7 @@ def test_interruption_keeps_finished_cases_and_marks_the_report(tmp_path) -> Non
 
     with pytest.raises(KeyboardInterrupt):
         campaign.run(tiny(), tmp_path, progress=stop_after_two)
-    summary = campaign.finish(tmp_path, interrupted=True)
+    summary = finish(tmp_path, interrupted=True)
     assert len(summary.cases) == 2
     data = json.loads((tmp_path / "summary.json").read_text())
     assert data["interrupted"] is True
@@ -127,8 +128,8 @@ def test_replay_reruns_a_recorded_case_with_the_same_oracles(tmp_path) -> None:
     campaign.run(tiny(cases=1), tmp_path)
     first = next(read_records(tmp_path / "records.jsonl"))
     again = campaign.replay(first["case_id"], tmp_path)
-    assert {r["case_id"] for r in again} == {first["case_id"]}
-    assert {r["oracle"] for r in again} == {"fd"}
+    assert {r.case_id for r in again} == {first["case_id"]}
+    assert {r.oracle for r in again} == {"fd"}
     with pytest.raises(FileNotFoundError, match="no saved case"):
         campaign.replay("0123456789abcdef", tmp_path)
     with pytest.raises(FileNotFoundError, match="holds no run.json"):

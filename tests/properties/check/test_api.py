@@ -13,6 +13,7 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.cli import main
 from backprop_oracle.properties.check import api as checking
+from backprop_oracle.properties.comparison.records import Record
 from backprop_oracle.reference import training as T
 
 SMALL = {"max_width": 5, "max_batch": 4, "max_layers": 3}
@@ -36,7 +37,7 @@ def mlp_cases() -> list[bo.Case]:
     return bo.cases("mlp", 4, seed=5, **SMALL)
 
 
-def only_failure(report: bo.Report) -> dict:
+def only_failure(report: bo.Report) -> Record:
     bad = report.failures()
     assert bad, report.summary()
     return bad[0]
@@ -68,9 +69,9 @@ def test_a_wrong_gradient_is_found_located_and_blamed(mlp_cases) -> None:
     assert not report.ok
     assert set(report.verdicts().values()) == {"diverge"}
     r = only_failure(report)
-    assert r["name"] == "W1" and r["first_divergent_layer"] == 1
-    assert r["detail"]["blame"] == "bumped"
-    assert any(r["oracle"] in ("torch", "jax") for r in report.records), "tie-breakers ran"
+    assert r.name == "W1" and r.first_divergent_layer == 1
+    assert r.detail["blame"] == "bumped"
+    assert any(r.oracle in ("torch", "jax") for r in report.records), "tie-breakers ran"
 
 
 def test_a_wrong_reference_is_blamed_when_the_frameworks_side_with_the_implementation(
@@ -90,7 +91,7 @@ def test_a_wrong_reference_is_blamed_when_the_frameworks_side_with_the_implement
     report = bo.check(lambda case: dict(truth[case.case_id]), mlp_cases, name="impl",
                       tiebreakers=("torch",))
     assert not report.ok
-    assert {r["detail"]["blame"] for r in report.failures()} == {"reference"}
+    assert {r.detail["blame"] for r in report.failures()} == {"reference"}
 
 
 @pytest.mark.parametrize("returned, words", [
@@ -113,9 +114,9 @@ def test_bad_returns_name_the_case_and_the_parameter(returned, words) -> None:
                    x=np.ones((5, 4)), y=np.zeros((5, 2)))
     report = bo.check(lambda c: returned(c, correct(c)), [case], name="impl")
     r = only_failure(report)
-    assert r["verdict"] == "oracle_error"
-    assert words in r["detail"]["message"]
-    assert case.case_id in r["detail"]["message"]
+    assert r.verdict == "oracle_error"
+    assert words in r.detail["message"]
+    assert case.case_id in r.detail["message"]
 
 
 def test_a_bad_shape_does_not_hide_a_wrong_value_in_another_layer() -> None:
@@ -134,12 +135,12 @@ def test_a_bad_shape_does_not_hide_a_wrong_value_in_another_layer() -> None:
                 "b2": deltas["delta2"].sum(axis=1)}
 
     report = bo.check(wrong_axis, [case], name="impl", tiebreakers=())
-    verdicts = {r["name"]: r["verdict"] for r in report.records}
+    verdicts = {r.name: r.verdict for r in report.records}
     assert verdicts["b1"] == "oracle_error" and verdicts["b2"] == "diverge"
     assert verdicts["W1"] == verdicts["W2"] == "agree"
-    assert {r["first_divergent_layer"] for r in report.records} == {2}
+    assert {r.first_divergent_layer for r in report.records} == {2}
     assert "b1 has shape (2,), expected (3,)" in next(
-        r["detail"]["message"] for r in report.records if r["name"] == "b1")
+        r.detail["message"] for r in report.records if r.name == "b1")
 
 
 def test_non_finite_values_are_nan_verdicts_with_the_first_index(mlp_cases) -> None:
@@ -148,9 +149,9 @@ def test_non_finite_values_are_nan_verdicts_with_the_first_index(mlp_cases) -> N
         grads["W1"][0, 0] = np.nan
 
     r = only_failure(bo.check(with_change(poison), mlp_cases[:1], tiebreakers=()))
-    assert r["verdict"] == "nan" and r["name"] == "W1"
+    assert r.verdict == "nan" and r.name == "W1"
     assert "non-finite value(s) from the implementation, first at index (0, 0)" in \
-        r["detail"]["message"]
+        r.detail["message"]
 
 
 def test_exceptions_are_recorded_and_not_implemented_is_unsupported(mlp_cases) -> None:
@@ -163,7 +164,7 @@ def test_exceptions_are_recorded_and_not_implemented_is_unsupported(mlp_cases) -
         return correct(case)
 
     r = only_failure(bo.check(boom, mlp_cases[:2]))
-    assert r["verdict"] == "oracle_error" and "kaput" in r["detail"]["traceback"]
+    assert r.verdict == "oracle_error" and "kaput" in r.detail["traceback"]
     report = bo.check(partial, mlp_cases)
     assert report.ok
     assert report.counts().get("unsupported", 0) >= 1
@@ -201,7 +202,7 @@ def test_training_check_agrees_with_a_correct_optimiser(convention) -> None:
 
     report = bo.check_training(step, "mlp", bo.Training(convention=convention), n=3, **SMALL)
     assert report.ok, report.summary()
-    assert {r["step"] for r in report.records} == {0, 1, 2, 3}
+    assert {r.step for r in report.records} == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize("sign, late, first_step", [(-1.0, 0, 1), (1.0, 1, 2)],
@@ -209,13 +210,13 @@ def test_training_check_agrees_with_a_correct_optimiser(convention) -> None:
 def test_training_check_finds_optimiser_bugs_at_their_step(sign, late, first_step) -> None:
     report = bo.check_training(lambda c, t: sgd(c, t, sign, late), "mlp", n=2, **SMALL)
     assert not report.ok
-    assert min(r["step"] for r in report.failures()) == first_step
+    assert min(r.step for r in report.failures()) == first_step
 
 
 def test_training_check_names_a_bad_return() -> None:
     report = bo.check_training(lambda c, t: c.params, "mlp", n=1, **SMALL)
     assert "expected a list with the parameters after the one step" in \
-        only_failure(report)["detail"]["message"]
+        only_failure(report).detail["message"]
 
 
 def test_cli_checks_the_loop_example_and_counts_unsupported(tmp_path, capsys) -> None:

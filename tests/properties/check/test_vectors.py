@@ -106,11 +106,11 @@ def test_stored_tolerances_are_the_ones_verify_applies(exported, cases, tmp_path
     results = _results(tmp_path, cases[:6])
     report = V.verify(exported, results)
     tols = {v.case.case_id: v.tolerances for v in V.load_vectors(exported)}
-    compared = [r for r in report.records if r["quantity"] in ("grad", "delta", "loss")]
+    compared = [r for r in report.records if r.quantity in ("grad", "delta", "loss")]
     assert compared
     for r in compared:
-        tol = tols[r["case_id"]][r["name"]]
-        assert r["tolerance"] == pytest.approx(float(tol[tuple(r["worst_index"])]), rel=1e-12)
+        tol = tols[r.case_id][r.name]
+        assert r.tolerance == pytest.approx(float(tol[tuple(r.worst_index)]), rel=1e-12)
 
 
 def test_verify_correct_results_agree_and_exit_zero(exported, cases, tmp_path, capsys) -> None:
@@ -138,7 +138,7 @@ def test_one_wrong_element_diverges_names_case_and_tensor(exported, cases, tmp_p
     report = V.verify(exported, results)
     assert not report.ok
     [failure] = report.failures()
-    assert (failure["case_id"], failure["name"], failure["verdict"]) == (bad.case_id, "W1",
+    assert (failure.case_id, failure.name, failure.verdict) == (bad.case_id, "W1",
                                                                           "diverge")
     assert main(["vectors", "verify", str(exported), str(results), "--out",
                  str(tmp_path / "out")]) == 1
@@ -168,7 +168,7 @@ def test_bad_returns_in_results_are_oracle_errors(exported, cases, tmp_path) -> 
 
     report = V.verify(exported, _results(tmp_path, cases[:1], wrong_shape))
     [failure] = report.failures()
-    assert failure["verdict"] == "oracle_error" and "b1 has shape" in failure["detail"]["message"]
+    assert failure.verdict == "oracle_error" and "b1 has shape" in failure.detail["message"]
 
 
 # ---------------------------------------------------------------- CLI
@@ -212,7 +212,7 @@ def test_example_outside_implementation_reads_and_writes_only_files(exported, tm
     monkeypatch.setattr(example, "gradients", planted)
     assert example.main(exported, tmp_path / "bad") > 0
     bad = V.verify(exported, tmp_path / "bad")
-    assert {r["name"] for r in bad.failures()} == {"W1"}
+    assert {r.name for r in bad.failures()} == {"W1"}
 
 
 @pytest.mark.parametrize("args, words", [

@@ -12,13 +12,15 @@ from backprop_oracle.oracles.base import Oracle
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
 from backprop_oracle.properties.cases import examples
 from backprop_oracle.properties.comparison.compare import (
-    compare, error_record, first_divergent_layer, run_and_compare, screen_then_locate,
-    summary_verdict, triangulate,
+    compare, first_divergent_layer, screen_then_locate, where,
 )
-from backprop_oracle.properties.comparison.records import Record, dumps, loads
+from backprop_oracle.properties.comparison.evaluate import evaluate, triangulate
+from backprop_oracle.properties.comparison.records import (
+    Record, case_verdict, dumps, error_record, loads,
+)
 
 from . import _cases
-from .._mutants import MUTANTS
+from ...mutation.mutants import RESULTS as MUTANTS
 
 # mutant -> (case builder, first divergent layer)
 EXPECTED = {
@@ -43,7 +45,7 @@ def test_planted_bug_is_caught_and_located(mutant: str) -> None:
     build, layer = EXPECTED[mutant]
     case = build("float64")
     records = _compare(case, FiniteDifferences().run(case), MUTANTS[mutant](case))
-    assert summary_verdict(records) == "diverge"
+    assert case_verdict(records) == "diverge"
     assert all(r.first_divergent_layer == layer for r in records)
     assert not any(r.verdict == "kink" for r in records)
 
@@ -53,20 +55,20 @@ def test_planted_bug_is_caught_by_the_screen(mutant: str) -> None:
     build, layer = EXPECTED[mutant]
     case = build("float64")
     records, info = screen_then_locate(case, MUTANTS[mutant](case))
-    assert info["failing"] and summary_verdict(records) == "diverge"
+    assert info["failing"] and case_verdict(records) == "diverge"
     assert records[0].first_divergent_layer == layer
 
 
 def test_correct_reference_passes_the_screen() -> None:
     for case in examples.every_family("float64").values():
         records, info = screen_then_locate(case, bo.backprop(case))
-        assert info["failing"] == [] and summary_verdict(records) == "agree"
+        assert info["failing"] == [] and case_verdict(records) == "agree"
 
 
 def test_float32_single_element_error_is_caught() -> None:
     case = _cases.square_mlp("float32")
     fd = FiniteDifferences().run(case)
-    assert summary_verdict(_compare(case, fd, bo.backprop(case))) == "agree"
+    assert case_verdict(_compare(case, fd, bo.backprop(case))) == "agree"
     records = _compare(case, fd, MUTANTS["one_element_1e-3"](case))
     bad = [r for r in records if r.verdict == "diverge"]
     assert [r.name for r in bad] == ["W1"] and bad[0].n_beyond == 1
@@ -76,7 +78,7 @@ def test_float32_single_element_error_is_caught() -> None:
 def test_float32_reference_agrees_with_float64_fd(name: str) -> None:
     case = examples.every_family("float32")[name]
     records = _compare(case, FiniteDifferences().run(case), bo.backprop(case))
-    assert summary_verdict(records) == "agree", [(r.name, r.margin) for r in records]
+    assert case_verdict(records) == "agree", [(r.name, r.margin) for r in records]
     assert all(r.margin < 1 for r in records)
 
 
@@ -86,7 +88,7 @@ def test_kinks_are_classified_kink(build) -> None:
     records = _compare(case, FiniteDifferences().run(case), bo.backprop(case))
     verdicts = {r.name: r.verdict for r in records}
     assert "kink" in verdicts.values() and "diverge" not in verdicts.values(), verdicts
-    assert summary_verdict(records) == "kink"
+    assert case_verdict(records) == "kink"
 
 
 def test_kink_at_relu_zero_against_an_analytic_side() -> None:
@@ -106,7 +108,7 @@ def test_nan_on_one_side_and_both_sides() -> None:
     bad.grads["W2"] = bad.grads["W2"].copy()
     bad.grads["W2"][0, 0] = np.nan
     records = {r.name: r for r in _compare(case, ref, bad)}
-    assert records["W2"].verdict == "nan" and summary_verdict(list(records.values())) == "nan"
+    assert records["W2"].verdict == "nan" and case_verdict(list(records.values())) == "nan"
     ref.grads["W2"] = bad.grads["W2"]
     assert {r.name: r for r in _compare(case, ref, bad)}["W2"].verdict == "agree"
 
@@ -130,7 +132,7 @@ def test_oracle_error_is_recorded_and_the_run_goes_on() -> None:
     expected = bo.backprop(case)
     records = []
     for oracle in (_Raises(), FiniteDifferences(), _Unsupported()):
-        records += run_and_compare(case, expected, oracle)
+        records += evaluate(case, oracle, reference=expected)
     by_oracle = {}
     for r in records:
         by_oracle.setdefault(r.oracle, []).append(r.verdict)
@@ -139,7 +141,7 @@ def test_oracle_error_is_recorded_and_the_run_goes_on() -> None:
     assert set(by_oracle["fd"]) == {"agree"}
     rec = next(r for r in records if r.oracle == "broken")
     assert "boom" in rec.detail["message"] and "RuntimeError" in rec.detail["traceback"]
-    assert error_record(case, "x", "m", "cpu", "float64", ValueError("v")).verdict == \
+    assert error_record(where(case, "x", "m", "cpu", "float64"), ValueError("v")).verdict == \
         "oracle_error"
 
 

@@ -8,7 +8,8 @@ import pytest
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
-from backprop_oracle.properties.comparison.compare import compare, summary_verdict
+from backprop_oracle.properties.comparison.compare import compare
+from backprop_oracle.properties.comparison.records import case_verdict
 from backprop_oracle.properties.comparison.error_model import (
     KAPPA, bounds, describe, tolerance, unit_roundoff,
 )
@@ -28,7 +29,7 @@ def test_no_false_alarms_on_random_cases(family: str, dtype: str) -> None:
     """A small slice of the calibration campaign (the full one: 800 cases, see the report)."""
     for case in bo.cases(family, n=6, seed=101, dtypes=[dtype]):
         records = _check(case)
-        assert summary_verdict(records) == "agree", [(r.name, r.margin) for r in records
+        assert case_verdict(records) == "agree", [(r.name, r.margin) for r in records
                                                      if r.verdict != "agree"]
         assert max(r.margin for r in records) < 1
 
@@ -38,7 +39,7 @@ def test_float32_against_float64_analytic() -> None:
         truth = bo.backprop(case.astype("float64"))
         records = compare(case, truth, bo.backprop(case), oracle="reference", mode="reverse",
                           device="cpu", dtype="float32", expected_dtype="float64")
-        assert summary_verdict(records) == "agree"
+        assert case_verdict(records) == "agree"
 
 
 def _saturated(dtype: str) -> bo.Case:
@@ -54,7 +55,7 @@ def _saturated(dtype: str) -> bo.Case:
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_saturated_activations_do_not_false_alarm(dtype: str) -> None:
-    assert summary_verdict(_check(_saturated(dtype))) == "agree"
+    assert case_verdict(_check(_saturated(dtype))) == "agree"
 
 
 def test_saturation_term_is_needed() -> None:
@@ -77,7 +78,7 @@ def test_extreme_logits(dtype: str) -> None:
                    x=rng.normal(size=(5, 3)).astype(dtype),
                    y=rng.dirichlet(np.ones(4), size=5).astype(dtype))
     assert np.abs(bo.backprop(case).zs["z1"]).max() > 3000
-    assert summary_verdict(_check(case)) == "agree"
+    assert case_verdict(_check(case)) == "agree"
 
 
 def test_float64_scale_error_of_1e_4_is_far_beyond_tolerance() -> None:

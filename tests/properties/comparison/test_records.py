@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from backprop_oracle.reports.records_io import RecordWriter, number, read_records, to_jsonable
+from backprop_oracle.properties.comparison.records import RecordWriter, number, read_records, to_jsonable
 
-from ._records import record
+from tests.reports._records import record
 
 
 def test_records_round_trip_with_numpy_values(tmp_path) -> None:

@@ -1,0 +1,116 @@
+"""Run one implementation on one case and turn what happened into records: the one path that
+``run`` (campaign), ``bo.check``, the device study and the pytest assertion all take.
+
+An implementation is any ``Oracle`` (finite differences, PyTorch, JAX, or a user's adapter
+wrapped by ``bo.check``). What can happen, and the records it gives:
+
+* the oracle cannot run on the device: one ``unsupported`` record with the reason;
+* it raises: one ``oracle_error`` record with message and traceback (``unsupported`` for
+  ``NotImplementedError``; ``BadReturn``: the return as a whole was not gradients);
+* it returns a ``Result``: one record per compared tensor (``compare.compare_results``),
+  plus one ``oracle_error`` per tensor it returned missing or malformed
+  (``Result.meta["problems"]``), all built once with everything known. Where it disagrees with
+  the reference and ``judges`` are given, those oracles run the case too and every record
+  names the odd one out (``detail["blame"]``, ``detail["votes"]``).
+
+The error-model bounds of the case are computed once and shared by every comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from ...oracles.base import Oracle
+from ...reference import backprop
+from ...reference.case import Case
+from ...reference.result import Result
+from .compare import Comparison, compare_results, where
+from .error_model import Bounds, bounds
+from .records import Record, bad_return_record, error_record, unsupported_record
+
+
+class BadReturn(Exception):
+    """The implementation returned something that is not gradients of the case."""
+
+
+def evaluate(case: Case, oracle: Oracle, device: str = "cpu", *,
+             reference: Result | None = None, model: Bounds | None = None,
+             judges: Sequence[Oracle] = (), replay: str | None = None) -> list[Record]:
+    """The records of ``oracle`` on ``case`` (computed in the case's dtype) against
+    ``reference`` (default: the reference's ``backprop(case)``). Never raises for anything
+    the oracle does."""
+    start = time.perf_counter()
+    at = where(case, oracle.name, oracle.mode, device, case.dtype, precision=oracle.precision,
+               replay=replay)
+    reason = oracle.available(device)
+    if reason:
+        return [unsupported_record(at, reason)]
+    try:
+        actual = oracle.run(case, device, case.dtype)
+    except BadReturn as exc:
+        return [bad_return_record(at, "-", str(exc), None)]
+    except Exception as exc:  # recorded, never fatal: one oracle must not stop the run
+        return [error_record({**at, "seconds": _since(start)}, exc)]
+    if oracle.name == "fd":  # FD refines its mode per case: fd or complex_step
+        at["mode"] = str(actual.meta.get("method", oracle.mode))
+    reference = reference if reference is not None else backprop(case)
+    model = model if model is not None else bounds(case)
+    comparison = compare_results(case, reference, actual, dtype=case.dtype, model=model,
+                                 problems=tuple(actual.meta.get("problems", ())))
+    vote: dict[str, Any] = {}
+    judged: list[Record] = []
+    if judges and comparison.verdict in ("diverge", "nan"):
+        vote, judged = tie_break(comparison, oracle.name, judges, model, replay)
+    return comparison.records({**at, "seconds": _since(start)}, **vote) + judged
+
+
+def tie_break(comparison: Comparison, name: str, judges: Sequence[Oracle], model: Bounds,
+              replay: str | None) -> tuple[dict[str, Any], list[Record]]:
+    """Run ``judges`` on the case where ``name`` and the reference disagree; the vote
+    (``blame``: the odd one out, or ``undetermined``; ``votes``: every pairwise verdict) and
+    the judges' own records against the reference, which carry the vote too."""
+    case, reference, actual = comparison.case, comparison.expected, comparison.actual
+    pairs = {("reference", name): comparison.verdict}
+    theirs: list[tuple[Oracle, Comparison]] = []
+    for judge in judges:
+        try:
+            result = judge.run(case, "cpu", case.dtype)
+        except Exception:  # a judge that fails just does not vote
+            continue
+        vs_ref = compare_results(case, reference, result, dtype=case.dtype, model=model)
+        vs_impl = compare_results(case, result, actual, dtype=case.dtype,
+                                  expected_dtype=case.dtype, model=model)
+        pairs[("reference", judge.name)] = vs_ref.verdict
+        pairs[(judge.name, name)] = vs_impl.verdict
+        theirs.append((judge, vs_ref))
+    vote = {"blame": triangulate(pairs) or "undetermined",
+            "votes": {f"{a} vs {b}": v for (a, b), v in pairs.items()}}
+    judged = [r for judge, vs_ref in theirs for r in vs_ref.records(
+        where(case, judge.name, judge.mode, "cpu", case.dtype, precision=judge.precision,
+              replay=replay), **vote)]
+    return vote, judged
+
+
+def triangulate(summaries: dict[tuple[str, str], str]) -> str | None:
+    """Given pairwise verdicts ``{(a, b): verdict}`` among three or more implementations, the
+    one that disagrees with every other while those agree with each other (the odd one out),
+    else ``None``."""
+    names = sorted({n for pair in summaries for n in pair})
+
+    def agree(x: str, y: str) -> bool | None:
+        v = summaries.get((x, y), summaries.get((y, x)))
+        return None if v is None else v in ("agree", "kink")
+
+    for odd in names:
+        others = [n for n in names if n != odd]
+        if len(others) < 2:
+            continue
+        if all(agree(odd, o) is False for o in others) and all(
+                agree(x, y) is not False for i, x in enumerate(others) for y in others[i + 1:]):
+            return odd
+    return None
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 4)
