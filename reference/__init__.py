@@ -1,10 +1,11 @@
 """The reference: the backpropagation equations in plain NumPy.
 
 Pure functions on arrays, one module per family (``dense``, ``conv``, ``pooling``, ``graph``,
-``costs``, ``activations``, ``training``, ``init``); nothing here imports from the rest of
-``backprop_oracle``. ``backprop(case)`` is the reference's answer for any case. The layer-spec
-constructors live in ``reference.case`` (and on ``backprop_oracle`` itself), so that
-``reference.dense`` is always the dense-layer module.
+``costs``, ``activations``, ``training``, ``init``), and ``layers``: the table of per-layer
+rules (kind, forward, backward) that the network and the error model dispatch on. Nothing here
+imports from the rest of ``backprop_oracle``. ``backprop(case)`` is the reference's answer for
+any case. The layer-spec constructors live in ``reference.case`` (and on ``backprop_oracle``
+itself), so that ``reference.dense`` is always the dense-layer module.
 """
 
 from __future__ import annotations

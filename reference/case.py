@@ -4,7 +4,7 @@ A ``Case`` is validated when it is built, so every later stage (reference, oracl
 reports) can rely on consistent shapes. Bad input raises ``CaseError`` (a ``ValueError``)
 whose message names the layer index or parameter and what was expected versus found.
 
-Conventions (DESIGN.md): batch-first arrays; dense ``W`` is ``(out, in)``; conv ``W`` is
+Conventions (docs/design.md): batch-first arrays; dense ``W`` is ``(out, in)``; conv ``W`` is
 ``(out_channels, in_channels, k, k)`` and convolution is cross-correlation; parameters are
 named ``W1, b1, W2, b2, ...`` by parametrised layer counting from 1; graph leaves are named
 ``p1, p2, ...``; layers (and graph nodes) are indexed from 1 in messages and result keys.
@@ -272,7 +272,7 @@ def _expect_shape(array: NDArray, expected: tuple, what: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Case:
-    """One problem instance. See DESIGN.md "Contracts".
+    """One problem instance. See docs/design.md "Contracts".
 
     ``family``: ``mlp | cnn | softmax | graph``; ``layers``: layer specs (or graph ``Node``s,
     in topological order, the last one being the output); ``cost``: ``quadratic |

@@ -67,7 +67,9 @@ def _domain_error(spec: object, ins: tuple[Array, ...]) -> str | None:
     return None
 
 
-def _inputs(case: Case, refs: tuple[Ref, ...], values: list[Array]) -> tuple[Array, ...]:
+def node_inputs(case: Case, refs: tuple[Ref, ...], values: list[Array]) -> tuple[Array, ...]:
+    """The input arrays of a node: ``"x"`` -> ``case.x``, a leaf ``"p<i>"`` -> its parameter,
+    a constant -> a 0-d array of the case dtype, node ``j`` -> ``values[j - 1]``."""
     def value(ref: Ref) -> Array:
         if isinstance(ref, str):
             return case.x if ref == "x" else case.params[ref]
@@ -82,7 +84,7 @@ def forward(case: Case) -> list[Array]:
     """Values of every node, in order (node ``l`` at index ``l - 1``)."""
     values: list[Array] = []
     for l, spec in enumerate(case.layers, 1):
-        ins = _inputs(case, spec.inputs, values)
+        ins = node_inputs(case, spec.inputs, values)
         problem = _domain_error(spec, ins)
         if problem:
             raise CaseError(f"node {l} ({layer_name(spec)}): {problem}")
@@ -104,7 +106,7 @@ def backprop(case: Case) -> Result:
     leaf_grads = {name: np.zeros_like(p) for name, p in case.params.items()}
     for l in range(len(case.layers), 0, -1):
         spec = case.layers[l - 1]
-        ins = _inputs(case, spec.inputs, values)
+        ins = node_inputs(case, spec.inputs, values)
         local = OPS[spec.op].backward(node_grads[l - 1], ins, values[l - 1])
         for ref, grad, inp in zip(spec.inputs, local, ins):
             grad = _unbroadcast(grad, inp.shape)

@@ -3,7 +3,8 @@
 Feedforward: ``a^0 = x``; for each layer ``l``: ``z^l = layer(a^(l-1))``, ``a^l = sigma(z^l)``
 (pooling, flatten and dropout have no activation: ``a^l = z^l``). Backward: BP1 from the
 cost, then for ``l = L..1``: the layer's parameter gradients (BP3, BP4) and
-``dC/da^(l-1)``, and BP2 ``delta^(l-1) = dC/da^(l-1) ⊙ sigma'(z^(l-1))``.
+``dC/da^(l-1)``, and BP2 ``delta^(l-1) = dC/da^(l-1) ⊙ sigma'(z^(l-1))``. Each layer's
+forward and backward come from its rule in ``layers.LAYER_RULES``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from . import conv, dense, pooling
 from .activations import activation, identity_prime
-from .case import Case, Conv2d, Dense, Dropout, Flatten, Pool, parametrised
+from .case import Case, parametrised
 from .costs import cost
+from .layers import LayerRule, layer_arrays, layer_rule
 from .result import Result
 
 Array = NDArray[np.floating]
@@ -24,26 +25,19 @@ def _param_numbers(case: Case) -> dict[int, int]:
     return dict(parametrised(case.layers))
 
 
+def _rule(case: Case, l: int) -> LayerRule:
+    try:
+        return layer_rule(case.layers[l - 1])
+    except ValueError as e:
+        raise ValueError(f"layer {l}: {e}") from None
+
+
 def feedforward(case: Case) -> tuple[list[Array], list[Array]]:
     """``(zs, activations)`` with ``activations[0] = x`` and ``zs[l-1] = z^l``."""
     numbers = _param_numbers(case)
     a, zs, acts = case.x, [], [case.x]
     for l, spec in enumerate(case.layers, 1):
-        if isinstance(spec, Dense):
-            n = numbers[l]
-            z = dense.forward(a, case.params[f"W{n}"], case.params[f"b{n}"])
-        elif isinstance(spec, Conv2d):
-            n = numbers[l]
-            z = conv.forward(a, case.params[f"W{n}"], case.params[f"b{n}"], spec.stride,
-                             spec.padding)
-        elif isinstance(spec, Pool):
-            z = pooling.forward(spec.kind, a, spec.size, spec.stride)
-        elif isinstance(spec, Flatten):
-            z = pooling.flatten_forward(a)
-        elif isinstance(spec, Dropout):
-            z = a * case.masks[f"mask{l}"] / np.asarray(1 - spec.p, dtype=a.dtype)
-        else:
-            raise ValueError(f"layer {l}: {type(spec).__name__} is not a network layer")
+        z = _rule(case, l).forward(spec, a, layer_arrays(case, l, numbers))
         a = activation(spec.activation)[0](z) if hasattr(spec, "activation") else z
         zs.append(z)
         acts.append(a)
@@ -58,27 +52,16 @@ def _layer_backward(case: Case, l: int, delta: Array, a_prev: Array, z: Array,
                     numbers: dict[int, int], grads: dict[str, Array],
                     gaps: dict[str, Array]) -> Array | None:
     """Fill ``grads`` (and ``gaps`` for max pooling) for layer ``l``; return ``dC/da^(l-1)``
-    (``None`` for the first layer, whose input needs no gradient)."""
-    spec, first = case.layers[l - 1], l == 1
-    if isinstance(spec, Dense):
+    (``None`` for the first layer, whose input needs no gradient). The one backward step
+    ``backprop`` takes per layer (tests/mutation replaces it to plant bugs)."""
+    spec = case.layers[l - 1]
+    g = _rule(case, l).backward(spec, delta, a_prev, z, layer_arrays(case, l, numbers), l > 1)
+    if g.nabla_w is not None:
         n = numbers[l]
-        grads[f"W{n}"], grads[f"b{n}"], da = dense.backward(
-            delta, a_prev, case.params[f"W{n}"], need_input_grad=not first)
-    elif isinstance(spec, Conv2d):
-        n = numbers[l]
-        grads[f"W{n}"], grads[f"b{n}"], da = conv.backward(
-            delta, a_prev, case.params[f"W{n}"], spec.stride, spec.padding,
-            need_input_grad=not first)
-    elif isinstance(spec, Pool):
-        index = None
-        if spec.kind == "max":
-            index, gaps[f"gap{l}"] = pooling.max_route(a_prev, spec.size, spec.stride)
-        da = pooling.backward(spec.kind, delta, a_prev, z, spec.size, spec.stride, index)
-    elif isinstance(spec, Flatten):
-        da = pooling.flatten_backward(delta, a_prev)
-    else:  # Dropout: the same explicit mask in the backward pass
-        da = delta * case.masks[f"mask{l}"] / np.asarray(1 - spec.p, dtype=delta.dtype)
-    return da
+        grads[f"W{n}"], grads[f"b{n}"] = g.nabla_w, g.nabla_b
+    if g.gap is not None:
+        gaps[f"gap{l}"] = g.gap
+    return g.da_prev
 
 
 def backprop(case: Case) -> Result:

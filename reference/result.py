@@ -1,4 +1,4 @@
-"""``Result``: what any implementation computes for a case (DESIGN.md "Contracts")."""
+"""``Result``: what any implementation computes for a case (docs/design.md "Contracts")."""
 
 from __future__ import annotations
 

@@ -41,11 +41,13 @@ unit roundoff ``u`` (``2^-24`` float32, ``2^-53`` float64), and compared with an
   and roundoff are in ``fd_err_i`` from ``Result.meta["fd_error"]``).
 * ``kappa = 2``: a safety factor on the first-order model, calibrated on random cases of every
   family in float32 and float64 against float64 finite differences and float64 analytic
-  results (zero false alarms; see ``calibrate`` and tests/properties/test_error_model.py),
-  while keeping a float32 error of 1e-3 relative and a float64 scale error of 1e-4 visible.
+  results (zero false alarms; tests/properties/comparison/test_error_model.py re-runs a slice
+  of that campaign), while keeping a float32 error of 1e-3 relative and a float64 scale error
+  of 1e-4 visible.
 
 Everything here runs in float64 on the case's values (exact for float32 cases) and may call
 the reference's layer functions: the bounds are recurrences on absolute values, not gradients.
+Layers are told apart by the ``kind`` of their rule in ``reference.layers.LAYER_RULES``.
 """
 
 from __future__ import annotations
@@ -55,13 +57,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from ...reference import conv, dense, pooling
 from ...reference import graph as ref_graph
-from ...reference import network
+from ...reference import network, pooling
 from ...reference.activations import sigmoid
-from ...reference.case import Case, Conv2d, Dense, Flatten, Pool, parametrised
+from ...reference.case import Case, parametrised
 from ...reference.costs import softmax as softmax_fn
 from ...reference.costs import softplus
+from ...reference.layers import NO_ARRAYS, LayerArrays, layer_arrays, layer_rule
 
 Array = NDArray[np.float64]
 KAPPA = 2.0
@@ -129,16 +131,12 @@ def _forward_bounds(case: Case, zs: list[Array], acts: list[Array]
     Ea, Ez, Mz = [np.zeros_like(acts[0])], [], []
     for l, spec in enumerate(case.layers, 1):
         a, ea, z = np.abs(acts[l - 1]), Ea[-1], zs[l - 1]
-        if isinstance(spec, Dense):
+        rule = layer_rule(spec)
+        if rule.has_params:  # dense, conv2d: fan-in W[0].size
             W, b = P[f"W{numbers[l]}"], P[f"b{numbers[l]}"]
-            m = dense.forward(a, W, b)
-            e = dense.forward(ea, W, 0 * b) + (W.shape[1] + 1) * m
-        elif isinstance(spec, Conv2d):
-            W, b = P[f"W{numbers[l]}"], P[f"b{numbers[l]}"]
-            m = conv.forward(a, W, b, spec.stride, spec.padding)
-            e = (conv.forward(ea, W, 0 * b, spec.stride, spec.padding)
-                 + (W[0].size + 1) * m)
-        elif isinstance(spec, Pool):
+            m = rule.forward(spec, a, LayerArrays(W, b))
+            e = rule.forward(spec, ea, LayerArrays(W, 0 * b)) + (W[0].size + 1) * m
+        elif rule.kind == "pool":
             k2 = spec.size ** 2
             if spec.kind == "max":
                 m, e = np.abs(z), pooling.forward("max", ea, spec.size, spec.stride)
@@ -150,9 +148,9 @@ def _forward_bounds(case: Case, zs: list[Array], acts: list[Array]
                 s = pooling.forward("avg", a * ea, spec.size, spec.stride) * k2
                 e = np.where(z > 0, s / np.where(z > 0, z, 1), np.sqrt(k2) * pooling.forward(
                     "max", ea, spec.size, spec.stride)) + (k2 + 2) * m
-        elif isinstance(spec, Flatten):
-            m, e = pooling.flatten_forward(a), pooling.flatten_forward(ea)
-        else:
+        elif rule.kind == "flatten":
+            m, e = rule.forward(spec, a, NO_ARRAYS), rule.forward(spec, ea, NO_ARRAYS)
+        else:  # dropout
             scale = case.masks[f"mask{l}"] / (1 - spec.p)
             m, e = np.abs(z), ea * scale + 2 * np.abs(z)
         Ez.append(e)
@@ -210,45 +208,44 @@ def _layer_back(case: Case, l: int, Ed: Array, Md: Array, d: Array, acts: list[A
     """Fill ``b.E``/``b.M`` for layer ``l``'s parameters; return ``(E, M)`` of
     ``dC/da^(l-1)`` (``None`` for layer 1)."""
     spec, numbers, P = case.layers[l - 1], dict(parametrised(case.layers)), _abs(case)
-    a, ea, ad = np.abs(acts[l - 1]), Ea[l - 1], np.abs(d)
-    first = l == 1
-    if isinstance(spec, (Dense, Conv2d)):
-        W = P[f"W{numbers[l]}"]
-        if isinstance(spec, Dense):
-            back = lambda dl, al: dense.backward(dl, al, W, not first)  # noqa: E731
+    a, ea, ad, z = np.abs(acts[l - 1]), Ea[l - 1], np.abs(d), zs[l - 1]
+    first, rule = l == 1, layer_rule(spec)
+    if rule.has_params:
+        arrays = LayerArrays(W=P[f"W{numbers[l]}"])
+        W = arrays.W
+        if rule.kind == "dense":
             n_sum, n_in = case.batch, W.shape[0]
-        else:
-            back = lambda dl, al: conv.backward(dl, al, W, spec.stride, spec.padding,  # noqa
-                                                not first)
+        else:  # conv2d: sums over the batch and the output positions
             n_sum, n_in = case.batch * d[0, 0].size, W.shape[0] * W.shape[2] * W.shape[3]
-        mW, mb, mda = back(ad, a)
-        eW, eb, eda = back(Ed, a)
-        eW2, _, _ = back(ad, ea)
+        mW, mb, mda, _ = rule.backward(spec, ad, a, z, arrays, not first)
+        eW, eb, eda, _ = rule.backward(spec, Ed, a, z, arrays, not first)
+        eW2 = rule.backward(spec, ad, ea, z, arrays, not first).nabla_w
+        Mg = rule.backward(spec, Md, a, z, arrays, not first)
         num = numbers[l]
-        b.E[f"W{num}"], b.M[f"W{num}"] = eW + eW2 + (n_sum + 1) * mW, back(Md, a)[0]
-        b.E[f"b{num}"], b.M[f"b{num}"] = eb + (n_sum + 1) * mb, back(Md, a)[1]
+        b.E[f"W{num}"], b.M[f"W{num}"] = eW + eW2 + (n_sum + 1) * mW, Mg.nabla_w
+        b.E[f"b{num}"], b.M[f"b{num}"] = eb + (n_sum + 1) * mb, Mg.nabla_b
         if first:
             return None
-        return eda + (n_in + 1) * mda, back(Md, a)[2]
+        return eda + (n_in + 1) * mda, Mg.da_prev
     if first:
         return None
-    if isinstance(spec, Pool):
-        z = zs[l - 1]
-        if spec.kind == "max":
-            index, _ = pooling.max_route(acts[l - 1], spec.size, spec.stride)
-            route = lambda x: pooling.backward("max", x, acts[l - 1], z, spec.size,  # noqa
-                                               spec.stride, index)
-            return route(Ed), route(Md)
+
+    def route(x: Array, cell: Array, zl: Array) -> Array:
+        """``dC/da^(l-1)`` of the layer's own backward, for ``delta = x``, ``a^(l-1) = cell``."""
+        return rule.backward(spec, x, cell, zl, NO_ARRAYS, True).da_prev
+
+    if rule.kind == "pool":
+        if spec.kind == "max":  # routed by the arg-max of the signed a^(l-1)
+            return route(Ed, acts[l - 1], z), route(Md, acts[l - 1], z)
         if spec.kind == "avg":
-            route = lambda x: pooling.backward("avg", x, a, z, spec.size, spec.stride)  # noqa
-            return route(Ed) + 2 * route(ad), route(Md)
+            return route(Ed, a, z) + 2 * route(ad, a, z), route(Md, a, z)
         az = np.abs(z)
-        route = lambda x, cell: pooling.backward("l2", x, cell, az, spec.size,  # noqa: E731
-                                                 spec.stride)
         rel = np.where(az > 0, Ez[l - 1] / np.where(az > 0, az, 1), 0)
-        return (route(Ed + ad * rel, a) + route(ad, ea) + 3 * route(ad, a), route(Md, a))
-    if isinstance(spec, Flatten):
-        return Ed.reshape(a.shape), Md.reshape(a.shape)
+        return (route(Ed + ad * rel, a, az) + route(ad, ea, az) + 3 * route(ad, a, az),
+                route(Md, a, az))
+    if rule.kind == "flatten":
+        return route(Ed, a, z), route(Md, a, z)
+    # dropout: Ed * (mask / (1 - p)), not the reference's (Ed * mask) / (1 - p)
     scale = case.masks[f"mask{l}"] / (1 - spec.p)
     return Ed * scale + 2 * ad * scale, Md * scale
 
@@ -265,10 +262,11 @@ def _network_bounds(case: Case) -> Bounds:
     for l, spec in enumerate(case.layers, 1):
         if getattr(spec, "activation", None) in ("relu", "leaky_relu"):
             b.kinked[l] = "relu"
-        elif isinstance(spec, Pool) and spec.kind == "max":
+        elif layer_rule(spec).kind == "pool" and spec.kind == "max":
             b.kinked[l] = "maxpool"
     Ed, Md, b.E["loss"], b.M["loss"] = _bp1(c64, zs[-1], acts[-1], Ez[-1], Ea[-1])
     b.E[f"delta{L}"], b.M[f"delta{L}"] = Ed, Md
+    numbers = dict(parametrised(case.layers))
     for l in range(L, 0, -1):
         d = ref.deltas[f"delta{l}"]
         back = _layer_back(c64, l, Ed, Md, d, acts, Ea, zs, Ez, b)
@@ -277,8 +275,9 @@ def _network_bounds(case: Case) -> Bounds:
         eda, mda = back
         spec = case.layers[l - 2]
         sp, spp, r1, _ = _act_terms(getattr(spec, "activation", "identity"), zs[l - 2])
-        da = np.abs(network._layer_backward(c64, l, d, acts[l - 1], zs[l - 1],
-                                            dict(parametrised(case.layers)), {}, {}))
+        spec_l = case.layers[l - 1]
+        da = np.abs(layer_rule(spec_l).backward(spec_l, d, acts[l - 1], zs[l - 1],
+                                                layer_arrays(c64, l, numbers), True).da_prev)
         Ed = eda * sp + da * (r1 + spp * Ez[l - 2]) + np.abs(ref.deltas[f"delta{l - 1}"])
         Md = mda * sp
         b.E[f"delta{l - 1}"], b.M[f"delta{l - 1}"] = Ed, Md
@@ -293,9 +292,7 @@ def _graph_gain(case: Case, values: list[Array]) -> float:
     """Product over nodes of the largest local derivative (seed 002's node rules)."""
     gain = 1.0
     for l, spec in enumerate(case.layers, 1):
-        ins = [np.abs(np.asarray(r if isinstance(r, float) else case.x if r == "x" else
-                                 case.params[r] if isinstance(r, str) else values[r - 1]))
-               for r in spec.inputs]
+        ins = [np.abs(v) for v in ref_graph.node_inputs(case, spec.inputs, values)]
         out = np.abs(values[l - 1])
         local = {"mul": lambda: max(float(np.max(i)) for i in ins),
                  "div": lambda: float(np.max(1 / ins[-1]) * max(1.0, float(np.max(out)))),
@@ -320,7 +317,7 @@ def _graph_forward(case: Case, values: list[Array]) -> list[Array]:
         return E[ref - 1]
 
     for l, spec in enumerate(case.layers, 1):
-        ins = ref_graph._inputs(case, spec.inputs, values)
+        ins = ref_graph.node_inputs(case, spec.inputs, values)
         ins = tuple(np.asarray(v, np.float64) for v in ins)
         es = [err(r) for r in spec.inputs]
         out = np.abs(values[l - 1])
@@ -384,8 +381,8 @@ def _graph_bounds(case: Case) -> Bounds:
     leaf_M = {k_: np.zeros_like(v) for k_, v in c64.params.items()}
     for l in range(len(case.layers), 0, -1):
         spec = case.layers[l - 1]
-        ins = tuple(np.asarray(v, np.float64) for v in ref_graph._inputs(c64, spec.inputs,
-                                                                         values))
+        ins = tuple(np.asarray(v, np.float64) for v in ref_graph.node_inputs(c64, spec.inputs,
+                                                                             values))
         g = np.abs(ref.deltas[f"delta{l}"])
         es = [np.zeros(1) if isinstance(r, str) else (np.abs(np.asarray(r)) if isinstance(
             r, float) else Ev[r - 1]) for r in spec.inputs]
