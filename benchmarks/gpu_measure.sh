@@ -138,6 +138,11 @@ if ! "$PY" -c "import backprop_oracle.cli, backprop_oracle.oracles.torch_oracle"
     export PYTHONPATH="$WORK/shim${PYTHONPATH:+:$PYTHONPATH}"
     "$PY" -c "import backprop_oracle.cli" || say "the shim does not import either"
 fi
+for module in pebble cloudpickle; do  # runtime dependencies the GPU image may lack
+    "$PY" -c "import $module" 2>/dev/null || say "WARNING: $module is not installed: carry its" \
+        "wheel (pip download --no-deps -d .whl $module) and put it on PYTHONPATH; every run" \
+        "step will fail without it"
+done
 PLUGIN_ARGS=()
 if ! "$PY" -c "
 import sys
