@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,9 +67,9 @@ def torch_check(case: bo.Case, bug: Callable, fast: bool) -> bool:
     acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
     x, y = torch.tensor(case.x), torch.tensor(case.y)
 
-    def loss_of(flat: "torch.Tensor") -> "torch.Tensor":
+    def loss_of(flat: torch.Tensor) -> torch.Tensor:
         a, start = x, 0
-        for i, spec in enumerate(case.layers, 1):
+        for spec in case.layers:
             W = flat[start:start + spec.units * a.shape[1]].reshape(spec.units, a.shape[1])
             start += W.numel()
             b = flat[start:start + spec.units]
@@ -176,7 +176,7 @@ def main() -> None:
         for name, check in checkers.items():
             times, cells = [], []
             for bug_name, bug in BUGS.items():
-                seconds, passed = timed(lambda: check(case, bug))
+                seconds, passed = timed(lambda check=check, case=case, bug=bug: check(case, bug))
                 times.append(seconds)
                 caught = not passed
                 cells.append(("ok" if passed else "FALSE ALARM") if bug_name == "correct"

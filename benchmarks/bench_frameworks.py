@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def median_over(cases: list[bo.Case], run: Callable[[bo.Case], object],
     times = []
     for c in cases:
         before()
-        times.append(seconds(lambda: run(c)))
+        times.append(seconds(lambda c=c: run(c)))
     return statistics.median(times)
 
 
@@ -115,7 +115,7 @@ def cache_rows(n: int) -> list[tuple[str, dict]]:
     for label, (family, constraints) in SPACES.items():
         cases = bo.cases(family, n=n, seed=1, **constraints)
         CACHE.clear()
-        total = seconds(lambda: [oracle.run(c) for c in cases])
+        total = seconds(lambda cases=cases: [oracle.run(c) for c in cases])
         rows.append((label, {**CACHE.stats(), "seconds": total, "n": len(cases)}))
     return rows
 
@@ -137,7 +137,8 @@ def main() -> None:
     for label, row in table:
         print(f"| {label} | {' | '.join(f'{row[n]:.4f}' for n in names)} |")
     print(f"\nJAX compile cache over {args.space_n} drawn cases (reverse, float64)")
-    print("| space | cases | misses (compiles) | hits | hit rate | total s |\n|---|---|---|---|---|---|")
+    print("| space | cases | misses (compiles) | hits | hit rate | total s |\n"
+          "|---|---|---|---|---|---|")
     for label, s in cache_rows(args.space_n):
         print(f"| {label} | {s['n']} | {s['misses']} | {s['hits']} | {s['hit_rate']:.0%} "
               f"| {s['seconds']:.1f} |")

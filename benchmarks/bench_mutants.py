@@ -63,76 +63,88 @@ def loss_of(case: bo.Case, params: dict) -> float:
 
 
 def gradcheck_detects(m: Mutant, cases: list[bo.Case]) -> tuple[bool, float]:
-    import torch
-
     start, found = time.perf_counter(), False
     for case in cases:
-        names = list(case.params)
-
-        class Mutated(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, *tensors):
-                ctx.params = {k: t.detach().numpy() for k, t in zip(names, tensors)}
-                return torch.tensor(loss_of(case, ctx.params), dtype=torch.float64)
-
-            @staticmethod
-            def backward(ctx, grad_out):
-                grads = m.impl(case.with_arrays(params=ctx.params))
-                return tuple(grad_out * torch.tensor(np.array(grads[k], np.float64))
-                             for k in names)
-
-        inputs = tuple(torch.tensor(case.params[k], dtype=torch.float64, requires_grad=True)
-                       for k in names)
-        try:
-            ok = torch.autograd.gradcheck(Mutated.apply, inputs, raise_exception=False)
-        except RuntimeError as exc:  # torch refusing a wrongly shaped gradient: detected
-            if "invalid gradient" not in str(exc):
-                raise
-            ok = False
-        found |= not ok
+        found |= _gradcheck_detects_one(m, case)
     return found, time.perf_counter() - start
+
+
+def _gradcheck_detects_one(m: Mutant, case: bo.Case) -> bool:
+    import torch
+
+    names = list(case.params)
+
+    class Mutated(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *tensors):
+            ctx.params = {k: t.detach().numpy() for k, t in zip(names, tensors, strict=True)}
+            return torch.tensor(loss_of(case, ctx.params), dtype=torch.float64)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            grads = m.impl(case.with_arrays(params=ctx.params))
+            return tuple(grad_out * torch.tensor(np.array(grads[k], np.float64))
+                         for k in names)
+
+    inputs = tuple(torch.tensor(case.params[k], dtype=torch.float64, requires_grad=True)
+                   for k in names)
+    try:
+        ok = torch.autograd.gradcheck(Mutated.apply, inputs, raise_exception=False)
+    except RuntimeError as exc:  # torch refusing a wrongly shaped gradient: detected
+        if "invalid gradient" not in str(exc):
+            raise
+        ok = False
+    return not ok
 
 
 def check_grads_detects(m: Mutant, cases: list[bo.Case]) -> tuple[bool, float]:
     import jax
-    import jax.numpy as jnp
-    from jax.test_util import check_grads
 
     start, found = time.perf_counter(), False
     with jax.enable_x64(True):
         for case in cases:
-            names = list(case.params)
-
-            def host_loss(*arrays):
-                return np.asarray(loss_of(case, dict(zip(names, map(np.asarray, arrays)))))
-
-            def host_grads(*arrays):
-                grads = m.impl(case.with_arrays(params=dict(zip(names, map(np.asarray, arrays)))))
-                return tuple(np.asarray(grads[k], np.float64) for k in names)
-
-            @jax.custom_vjp
-            def f(*arrays):
-                return jax.pure_callback(host_loss, jax.ShapeDtypeStruct((), jnp.float64),
-                                         *arrays)
-
-            def fwd(*arrays):
-                return f(*arrays), arrays
-
-            def bwd(arrays, g):
-                shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float64) for a in arrays)
-                return tuple(g * t for t in jax.pure_callback(host_grads, shapes, *arrays))
-
-            f.defvjp(fwd, bwd)
-            args = tuple(jnp.asarray(case.params[k], jnp.float64) for k in names)
-            try:
-                check_grads(f, args, order=1, modes=["rev"])
-            except AssertionError:  # check_grads' mismatch
-                found = True
-            except Exception as exc:  # noqa: BLE001 - a wrongly shaped gradient: detected
-                if "shape" not in str(exc):
-                    raise
-                found = True
+            found |= _check_grads_detects_one(m, case)
     return found, time.perf_counter() - start
+
+
+def _check_grads_detects_one(m: Mutant, case: bo.Case) -> bool:
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    names = list(case.params)
+
+    def host_loss(*arrays):
+        return np.asarray(loss_of(case, dict(zip(names, map(np.asarray, arrays), strict=True))))
+
+    def host_grads(*arrays):
+        params = dict(zip(names, map(np.asarray, arrays), strict=True))
+        grads = m.impl(case.with_arrays(params=params))
+        return tuple(np.asarray(grads[k], np.float64) for k in names)
+
+    @jax.custom_vjp
+    def f(*arrays):
+        return jax.pure_callback(host_loss, jax.ShapeDtypeStruct((), jnp.float64),
+                                 *arrays)
+
+    def fwd(*arrays):
+        return f(*arrays), arrays
+
+    def bwd(arrays, g):
+        shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float64) for a in arrays)
+        return tuple(g * t for t in jax.pure_callback(host_grads, shapes, *arrays))
+
+    f.defvjp(fwd, bwd)
+    args = tuple(jnp.asarray(case.params[k], jnp.float64) for k in names)
+    try:
+        check_grads(f, args, order=1, modes=["rev"])
+    except AssertionError:  # check_grads' mismatch
+        return True
+    except Exception as exc:  # a wrongly shaped gradient: detected
+        if "shape" not in str(exc):
+            raise
+        return True
+    return False
 
 
 def main() -> None:

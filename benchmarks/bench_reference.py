@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -87,7 +87,7 @@ def main() -> None:
         ("MLP 784-256-128-10, batch 64", mlp_case(rng), torch_mlp, 2.0),
         ("CNN 1x28x28 conv8@3x3 pool2 d10, b32", cnn_case(rng), torch_cnn, 4.0),
     ):
-        ref = median_seconds(lambda: bo.backprop(case), args.repeat)
+        ref = median_seconds(lambda case=case: bo.backprop(case), args.repeat)
         tch = median_seconds(build(case), args.repeat)
         print(f"{name:<34}{ref * 1e3:>14.2f}{tch * 1e3:>10.2f}{ref / tch:>8.2f}{target:>7.1f}x")
 

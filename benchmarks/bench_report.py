@@ -13,8 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from backprop_oracle.reports import html
 from backprop_oracle.properties.comparison.records import RecordWriter
+from backprop_oracle.reports import html
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
 ORACLES = (("fd", "fd"), ("torch", "reverse"), ("torch", "forward"), ("jax", "reverse"),
@@ -31,7 +31,8 @@ def record(case: str, family: str, oracle: str, mode: str, dtype: str, name: str
             "max_rel_err": margin * 1e-10, "err_ulps": margin * 3.0, "worst_index": [3, 7],
             "n_beyond": int(margin > 1), "n_total": 128, "tolerance": 1e-12,
             "tolerance_model": "kappa=2 x u=2.22e-16 x K=12 x |terms|=0.2 + fd_err=1e-13",
-            "margin": margin, "verdict": verdict, "first_divergent_layer": 2 if margin > 1 else None,
+            "margin": margin, "verdict": verdict,
+            "first_divergent_layer": 2 if margin > 1 else None,
             "arch": f"{family}: x(8, 16) -> dense(16, tanh) -> dense(4, identity)",
             "replay": f"backprop-oracle replay {case} --from out", "expected_value": 0.1,
             "actual_value": 0.1 + margin * 1e-12, "detail": {"expected": "reference"}}

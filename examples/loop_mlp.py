@@ -45,7 +45,7 @@ def sigma_prime(name: str, z: float) -> float:
 def backprop_one(weights, biases, activations, cost, x, y, masks):
     """Gradients of one sample's cost: lists ``nabla_w[l][j][k]`` and ``nabla_b[l][j]``."""
     a, zs, acts = list(x), [], [list(x)]
-    for l, (W, b) in enumerate(zip(weights, biases)):
+    for l, (W, b) in enumerate(zip(weights, biases, strict=True)):
         z = [sum(W[j][k] * a[k] for k in range(len(a))) + b[j] for j in range(len(b))]
         a = [sigma(activations[l], zj) for zj in z]
         if masks[l] is not None:  # inverted dropout after this layer

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loop_mlp import mean_gradients  # noqa: E402
+from loop_mlp import mean_gradients
 
 
 def network(spec: dict, arrays: dict) -> tuple[list, list, list, list]:

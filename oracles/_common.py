@@ -6,13 +6,23 @@ Only the case model is used here (shapes, layer specs); nothing computes a deriv
 from __future__ import annotations
 
 import platform
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..reference.case import (
-    Case, Conv2d, Dense, Dropout, Flatten, Pool, layer_shapes, parametrised,
+    Case,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Pool,
+    graph_nodes,
+    layer_shapes,
+    parametrised,
 )
+from ..reference.graph import Ref
 from ..reference.result import Result
 
 MODES = ("reverse", "forward")
@@ -40,15 +50,16 @@ def z_shapes(case: Case) -> list[tuple[int, ...]]:
 
 
 def graph_shapes(case: Case) -> list[tuple[int, ...]]:
-    """Broadcast shape of each graph node: ``x`` is ``(N, k)``, leaves ``(k,)``, constants ``()``."""
+    """Broadcast shape of each graph node: ``x`` is ``(N, k)``, leaves ``(k,)``, constants
+    ``()``."""
     shapes: list[tuple[int, ...]] = []
-    for spec in case.layers:
+    for spec in graph_nodes(case):
         ins = [_ref_shape(case, ref, shapes) for ref in spec.inputs]
         shapes.append(tuple(np.broadcast_shapes(*ins)))
     return shapes
 
 
-def _ref_shape(case: Case, ref: object, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+def _ref_shape(case: Case, ref: Ref, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     if isinstance(ref, str):
         return tuple(case.x.shape) if ref == "x" else tuple(case.params[ref].shape)
     if isinstance(ref, float):
@@ -99,7 +110,7 @@ def sorted_keys(d: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarra
 
 def network_forward(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
                     ops: Mapping, offsets: list | None = None, hook=None
-                    ) -> tuple[object, list, list]:
+                    ) -> tuple[Any, list, list]:
     """``(loss, zs, activations)`` with ``activations[0] = x``; ``z^l += offsets[l-1]``
     when given (deltas by differentiating w.r.t. a zero offset); ``hook(z)`` sees each z."""
     numbers = dict(parametrised(case.layers))
@@ -133,11 +144,11 @@ def _layer(spec: object, l: int, a: object, params: Mapping, masks: Mapping,
 
 
 def graph_forward(case: Case, params: Mapping, x: object, y: object, ops: Mapping,
-                  offsets: list | None = None, hook=None) -> tuple[object, list, list]:
+                  offsets: list | None = None, hook=None) -> tuple[Any, list, list]:
     """``(loss, values, values)``: node ``l``'s value at index ``l - 1``; the last node,
     broadcast to the targets' shape, is the output the cost sees."""
     values: list = []
-    for l, spec in enumerate(case.layers, 1):
+    for l, spec in enumerate(graph_nodes(case), 1):
         ins = [_graph_input(ref, params, x, values, ops) for ref in spec.inputs]
         v = ops[spec.op](*ins)
         if offsets is not None:
@@ -149,7 +160,7 @@ def graph_forward(case: Case, params: Mapping, x: object, y: object, ops: Mappin
     return ops[case.cost](out, out, y), values, values
 
 
-def _graph_input(ref: object, params: Mapping, x: object, values: list, ops: Mapping) -> object:
+def _graph_input(ref: Ref, params: Mapping, x: object, values: list, ops: Mapping) -> object:
     if isinstance(ref, str):
         return x if ref == "x" else params[ref]
     if isinstance(ref, float):
@@ -159,7 +170,7 @@ def _graph_input(ref: object, params: Mapping, x: object, values: list, ops: Map
 
 def model_forward(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
                   ops: Mapping, offsets: list | None = None, hook=None
-                  ) -> tuple[object, list, list]:
+                  ) -> tuple[Any, list, list]:
     """``(loss, zs, activations)`` for any family."""
     if case.family == "graph":
         return graph_forward(case, params, x, y, ops, offsets, hook)

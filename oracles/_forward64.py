@@ -13,15 +13,25 @@ branches are chosen on the real part, ``exp`` only ever sees a non-positive real
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from ..reference.case import (
-    LEAKY_SLOPE, Case, Conv2d, Dense, Dropout, Flatten, Node, Pool, parametrised,
+    LEAKY_SLOPE,
+    Case,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Node,
+    Pool,
+    graph_nodes,
+    parametrised,
 )
+from ..reference.graph import Ref
 
 Array = NDArray[np.inexact]
 
@@ -102,7 +112,7 @@ def per_sample(c: Array) -> Array:
     return c.reshape(c.shape[0], c.shape[1], -1).sum(axis=2)
 
 
-def sample_costs(cost: str, z: Array, a: Array, y: Array) -> tuple[Array, NDArray[np.float64]]:
+def sample_costs(cost: str, z: Array, a: Array, y: Array) -> tuple[Array, Array]:
     """Per-sample costs ``C_x`` (shape ``(P, N)``; the loss is their mean) and the magnitude
     of the terms that produced them (for the roundoff part of the FD error estimate).
 
@@ -144,7 +154,7 @@ class Network:
         self.radius: dict[str, NDArray[np.float64]] = {}
         self.zs: list[Array] = []
         self.acts: list[Array] = [self.x]
-        a = self.x[None]
+        a: Array = self.x[None]
         for l in range(1, len(self.layers) + 1):
             z = self.layer_z(l, a)
             a = self.activate(l, z)
@@ -198,7 +208,7 @@ class Network:
         self.radius[key] = np.maximum(self.radius.get(key, 0.0), r)
 
     def losses_from_column(self, l: int, j: NDArray[np.intp], dz: Array
-                           ) -> tuple[Array, NDArray[np.float64]]:
+                           ) -> tuple[Array, Array]:
         """Per-sample costs when only column ``j[p]`` of dense ``z^l`` moves, by ``dz[p]``
         (``(P, N)``). Then ``a^l`` changes in that column only and the next dense layer's
         ``z`` by the rank-1 term ``(a_j' - a_j) W^(l+1)[:, j]``: no full activation or
@@ -219,11 +229,13 @@ class Network:
         z_next = self.zs[l][None] + da[:, :, None] * W[:, j].T[:, None, :]
         return self.losses_from(l + 1, z_next)
 
-    def losses_from(self, l: int, z: Array) -> tuple[Array, NDArray[np.float64]]:
+    def losses_from(self, l: int, z: Array) -> tuple[Array, Array]:
         """Per-sample costs ``(P, N)`` and their term magnitudes, from batched ``z^l``."""
-        for m in range(l, len(self.layers) + 1):
-            if m > l:
-                z = self.layer_z(m, a)
+        a = self.activate(l, z)
+        self._track(f"z{l}", z, self.zs[l - 1])
+        self._track(f"a{l}", a, self.acts[l])
+        for m in range(l + 1, len(self.layers) + 1):
+            z = self.layer_z(m, a)
             a = self.activate(m, z)
             self._track(f"z{m}", z, self.zs[m - 1])
             self._track(f"a{m}", a, self.acts[m])
@@ -245,7 +257,7 @@ class Graph:
 
     def __init__(self, case: Case) -> None:
         self.case = case
-        self.nodes = case.layers
+        self.nodes = graph_nodes(case)
         self.params = {k: np.asarray(v, np.float64) for k, v in case.params.items()}
         self.x = np.asarray(case.x, np.float64)
         self.y = np.asarray(case.y, np.float64)
@@ -258,7 +270,7 @@ class Graph:
         self.costs, self.cost_mag = c[0], mag[0]
         self.loss = float(np.mean(self.costs))
 
-    def _natural(self, ref: object) -> tuple[int, ...]:
+    def _natural(self, ref: Ref) -> tuple[int, ...]:
         if isinstance(ref, str):
             return self.x.shape if ref == "x" else self.params[ref].shape
         if isinstance(ref, float):
@@ -270,7 +282,7 @@ class Graph:
         """``(P, *natural)`` -> ``(P, N or 1, k or 1)``."""
         return value.reshape(value.shape[0], *([1] * (2 - len(natural))), *natural)
 
-    def _ref(self, ref: object, leaves: dict[str, Array], values: list[Array]) -> Array:
+    def _ref(self, ref: Ref, leaves: dict[str, Array], values: list[Array]) -> Array:
         if isinstance(ref, str):
             if ref == "x":
                 return self.x[None]
@@ -289,12 +301,12 @@ class Graph:
             values.append(out)
         return values
 
-    def _costs(self, out: Array) -> tuple[Array, NDArray[np.float64]]:
+    def _costs(self, out: Array) -> tuple[Array, Array]:
         out = np.broadcast_to(out, (out.shape[0], *self.y.shape))
         return sample_costs(self.case.cost, out, out, self.y)
 
     def losses(self, leaves: dict[str, Array], offsets: dict[int, Array]
-               ) -> tuple[Array, NDArray[np.float64]]:
+               ) -> tuple[Array, Array]:
         """``(P, N)`` costs, also when the perturbed leaf or node does not reach the output
         (then every copy is the unperturbed cost)."""
         P = max((v.shape[0] for v in (*leaves.values(), *offsets.values())), default=1)

@@ -1,5 +1,5 @@
 """The oracle interface: anything that turns a ``Case`` into a ``Result`` independently of
-the reference (DESIGN.md "Contracts").
+the reference (docs/design.md "Contracts").
 
 An oracle has a ``name`` (``"fd"``, ``"torch"``, ``"jax"``, a user's implementation), a
 ``mode`` (``reverse | forward | fd | complex_step | ...``), ``available(device)`` returning

@@ -35,13 +35,14 @@ a few Rademacher directions ``u`` per tensor and computes full coordinates only 
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..reference.case import Case, Dense, parametrised
+from ..reference.case import Case, Conv2d, Dense, parametrised
 from ..reference.result import Result
 from ._forward64 import Graph, Network, build, is_analytic, pad, windows
 from .base import Oracle, cast
@@ -53,7 +54,7 @@ MEMORY_BUDGET = 512 * 2**20  # bytes for one chunk of perturbed copies (well und
 METHODS = ("auto", "fd", "complex_step")
 
 
-def fd_step(values: NDArray[np.float64]) -> NDArray[np.float64]:
+def fd_step(values: Array) -> NDArray[np.floating]:
     """``2^round(log2(eps^(1/3) max(1, |v|)))`` per element: never so small that
     ``v + h == v`` (``h >= 2^-18 |v|`` while one ulp is ``2^-52 |v|``)."""
     scale = EPS ** (1 / 3) * np.maximum(1.0, np.abs(values))
@@ -69,7 +70,7 @@ class Target:
     per-sample costs ``(P, N)`` and their magnitudes."""
 
     name: str
-    base: NDArray[np.float64]
+    base: Array
     per_sample: bool
     coords: Callable[[NDArray[np.intp], Array], tuple[Array, NDArray]]
     along: Callable[[Array], tuple[Array, NDArray]]
@@ -109,8 +110,8 @@ def _window_factor(net: Network) -> int:
 
 
 def _param_targets(net: Network, l: int, number: int, width: int) -> list[Target]:
-    spec, z = net.layers[l - 1], net.zs[l - 1]
-    a_prev = net.acts[l - 1]
+    spec = typing.cast("Dense | Conv2d", net.layers[l - 1])  # called for parametrised layers
+    z, a_prev = net.zs[l - 1], net.acts[l - 1]
     W, b = net.param(l, "W"), net.param(l, "b")
 
     def run(offset: Array) -> tuple[Array, NDArray]:
@@ -183,7 +184,7 @@ def _graph_targets(g: Graph) -> list[Target]:
 def _leaf_target(g: Graph, name: str, leaf: NDArray, width: int) -> Target:
     def coords(coord: NDArray[np.intp], amount: Array) -> tuple[Array, NDArray]:
         P = len(coord)
-        batched = np.repeat(leaf[None], P, axis=0).astype(amount.dtype)
+        batched: NDArray = np.repeat(leaf[None], P, axis=0).astype(amount.dtype)
         batched.reshape(P, -1)[np.arange(P), coord] += amount
         return g.losses({name: batched}, {})
 
@@ -225,8 +226,9 @@ def _chunk(target: Target, copies: int, batch: int) -> int:
     return max(1, MEMORY_BUDGET // (copies * per_copy))
 
 
-def _coordinate_steps(target: Target, method: str) -> NDArray[np.float64]:
+def _coordinate_steps(target: Target, method: str) -> NDArray[np.floating]:
     """Steps shaped ``(n_coords,)`` or ``(n_coords, N)`` (per-sample targets)."""
+    h: NDArray[np.floating]
     if method == "complex_step":
         h = CS_STEP * np.maximum(1.0, np.abs(target.base))
     else:
@@ -319,7 +321,7 @@ class FiniteDifferences(Oracle):
         self.deltas = deltas
 
     @property
-    def mode(self) -> str:  # type: ignore[override]
+    def mode(self) -> str:  # type: ignore[override]  # read-only: follows self.method
         return "fd" if self.method == "fd" else "complex_step"
 
     def settings(self, device: str = "cpu") -> dict:
@@ -337,7 +339,9 @@ class FiniteDifferences(Oracle):
         case = cast(case, dtype)
         method = choose_method(case, self.method)
         model = build(case)
-        grads, deltas, errors, steps, methods = {}, {}, {}, {}, {}
+        grads: dict[str, NDArray[np.floating]] = {}
+        deltas: dict[str, NDArray[np.floating]] = {}
+        errors, steps, methods = {}, {}, {}
         evaluations = 1
         for target in targets_for(model):
             is_delta = target.name.startswith("delta")

@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 
 import numpy as np
 
-from ..reference.case import Case
+from ..reference.case import LEAKY_SLOPE, Case
 from ..reference.result import Result
 from . import _common as common
-from ..reference.case import LEAKY_SLOPE
 from .base import Oracle, cast
 
 OPS_USED = {
@@ -55,8 +54,8 @@ OPS_USED = {
 def import_jax():
     """``jax`` with the submodules used here (raises ``ImportError`` when not installed)."""
     import jax
-    import jax.flatten_util  # noqa: F401
-    import jax.numpy  # noqa: F401
+    import jax.flatten_util
+    import jax.numpy
 
     return jax
 

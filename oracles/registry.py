@@ -11,8 +11,8 @@ missing framework is a reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ._common import MODES, PRECISIONS, check_choice
 from .base import Oracle

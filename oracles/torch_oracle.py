@@ -29,14 +29,13 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..reference.case import Case
+from ..reference.case import LEAKY_SLOPE, Case
 from ..reference.result import Result
 from . import _common as common
-from ..reference.case import LEAKY_SLOPE
 from .base import Oracle, cast
 
 OPS_USED = {
@@ -50,8 +49,8 @@ KNOWN_FRAMEWORK_WARNINGS = ("torch.jit.script` is deprecated",)  # raised inside
 def import_torch():
     """``torch`` (raises ``ImportError`` when it is not installed)."""
     import torch
-    import torch.func  # noqa: F401
-    import torch.nn.functional  # noqa: F401
+    import torch.func
+    import torch.nn.functional
 
     return torch
 
@@ -232,7 +231,8 @@ def forward(torch, case: Case, ops: Mapping, device: str) -> tuple:
         p, o = unflatten(v)
         return common.model_forward(case, p, x, y, masks, ops, offsets=o)[0]
 
-    g = jvp_gradient(torch, loss_of, flat, common.chunk_size(flat.numel(), common.forward_work(case)))
+    chunk = common.chunk_size(flat.numel(), common.forward_work(case))
+    g = jvp_gradient(torch, loss_of, flat, chunk)
     p, o = unflatten(g)
     with torch.no_grad():
         loss, zs, acts = common.model_forward(case, params, x, y, masks, ops)

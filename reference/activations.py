@@ -7,7 +7,7 @@ measured by the oracles, never assumed.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray

@@ -15,7 +15,7 @@ of the batch mean, so that BP3/BP4 become plain sums over the batch.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,35 +45,35 @@ def _per_sample_sum(c: Array) -> Array:
     return c.reshape(c.shape[0], -1).sum(axis=1)
 
 
-def quadratic(z: Array, a: Array, y: Array, act: str) -> tuple[Array, Array]:
+def quadratic(z: Array, a: Array, y: Array, act: str) -> tuple[np.floating, Array]:
     n = a.shape[0]
     loss = np.mean(0.5 * _per_sample_sum((y - a) ** 2))
     delta = (a - y) * activation(act)[1](z) / n  # BP1
     return loss, delta
 
 
-def cross_entropy(z: Array, a: Array, y: Array, act: str) -> tuple[Array, Array]:
+def cross_entropy(z: Array, a: Array, y: Array, act: str) -> tuple[np.floating, Array]:
     n = a.shape[0]
     loss = np.mean(_per_sample_sum(softplus(z) - y * z))
     delta = (a - y) / n  # BP1 with sigma'(z) cancelled against d C / d a
     return loss, delta
 
 
-def softmax_cross_entropy(z: Array, a: Array, y: Array, act: str) -> tuple[Array, Array]:
+def softmax_cross_entropy(z: Array, a: Array, y: Array, act: str) -> tuple[np.floating, Array]:
     n = z.shape[0]
     loss = np.mean(logsumexp(z) * y.sum(axis=-1) - (y * z).sum(axis=-1))
     delta = (softmax(z) * y.sum(axis=-1, keepdims=True) - y) / n  # y - t (seed 002)
     return loss, delta
 
 
-COSTS: dict[str, Callable[[Array, Array, Array, str], tuple[Array, Array]]] = {
+COSTS: dict[str, Callable[[Array, Array, Array, str], tuple[np.floating, Array]]] = {
     "quadratic": quadratic,
     "cross_entropy": cross_entropy,
     "softmax_cross_entropy": softmax_cross_entropy,
 }
 
 
-def cost(name: str) -> Callable[[Array, Array, Array, str], tuple[Array, Array]]:
+def cost(name: str) -> Callable[[Array, Array, Array, str], tuple[np.floating, Array]]:
     """``(z^L, a^L, y, activation name) -> (loss, delta^L)`` for a cost name."""
     try:
         return COSTS[name]

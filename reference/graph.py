@@ -12,14 +12,15 @@ quadratic, or softmax-with-loss, whose backward is ``y - t`` (divided by the bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .activations import sigmoid
-from .case import Case, CaseError, layer_name
+from .case import Case, CaseError, Node, graph_nodes, layer_name
 from .costs import cost
 from .result import Result
 
@@ -49,7 +50,7 @@ OPS: dict[str, Op] = {
     "sigmoid": Op(sigmoid, lambda g, ins, out: (g * out * (1 - out),)),
 }
 
-Ref = Union[str, int, float]
+Ref: TypeAlias = str | int | float
 
 
 def _unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
@@ -59,7 +60,7 @@ def _unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     return grad
 
 
-def _domain_error(spec: object, ins: tuple[Array, ...]) -> str | None:
+def _domain_error(spec: Node, ins: tuple[Array, ...]) -> str | None:
     if spec.op == "log" and np.any(ins[0] <= 0):
         return "log of a non-positive value"
     if spec.op in ("div", "reciprocal") and np.any(ins[-1] == 0):
@@ -83,7 +84,7 @@ def node_inputs(case: Case, refs: tuple[Ref, ...], values: list[Array]) -> tuple
 def forward(case: Case) -> list[Array]:
     """Values of every node, in order (node ``l`` at index ``l - 1``)."""
     values: list[Array] = []
-    for l, spec in enumerate(case.layers, 1):
+    for l, spec in enumerate(graph_nodes(case), 1):
         ins = node_inputs(case, spec.inputs, values)
         problem = _domain_error(spec, ins)
         if problem:
@@ -105,10 +106,10 @@ def backprop(case: Case) -> Result:
     node_grads[-1] = _unbroadcast(delta_out, values[-1].shape)
     leaf_grads = {name: np.zeros_like(p) for name, p in case.params.items()}
     for l in range(len(case.layers), 0, -1):
-        spec = case.layers[l - 1]
+        spec = graph_nodes(case)[l - 1]
         ins = node_inputs(case, spec.inputs, values)
         local = OPS[spec.op].backward(node_grads[l - 1], ins, values[l - 1])
-        for ref, grad, inp in zip(spec.inputs, local, ins):
+        for ref, grad, inp in zip(spec.inputs, local, ins, strict=True):
             grad = _unbroadcast(grad, inp.shape)
             if isinstance(ref, int):
                 node_grads[ref - 1] = node_grads[ref - 1] + grad

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,8 +54,10 @@ class LayerGrads(NamedTuple):
     gap: Array | None = None
 
 
-Forward = Callable[[object, Array, LayerArrays], Array]
-Backward = Callable[[object, Array, Array, Array, LayerArrays, bool], LayerGrads]
+# The spec argument is typed Any: each rule takes its own spec type (``dense_forward`` a
+# ``Dense``, ...), and ``LAYER_RULES`` pairs every rule with the type it is looked up by.
+Forward = Callable[[Any, Array, LayerArrays], Array]
+Backward = Callable[[Any, Array, Array, Array, LayerArrays, bool], LayerGrads]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class LayerRule:
 
 def dense_forward(spec: Dense, a_prev: Array, arrays: LayerArrays) -> Array:
     """``z^l = W^l a^(l-1) + b^l`` (batch-first: ``a W^T + b``)."""
+    assert arrays.W is not None and arrays.b is not None
     return dense.forward(a_prev, arrays.W, arrays.b)
 
 
@@ -83,6 +86,7 @@ def dense_backward(spec: Dense, delta: Array, a_prev: Array, z: Array, arrays: L
                    need_input_grad: bool) -> LayerGrads:
     """BP4 ``nabla_w = sum_x delta^(x,l) (a^(x,l-1))^T``; BP3 ``nabla_b = sum_x delta^(x,l)``;
     ``dC/da^(l-1) = (W^l)^T delta^l``."""
+    assert arrays.W is not None
     nabla_w, nabla_b, da_prev = dense.backward(delta, a_prev, arrays.W,
                                                need_input_grad=need_input_grad)
     return LayerGrads(nabla_w, nabla_b, da_prev)
@@ -92,6 +96,7 @@ def dense_backward(spec: Dense, delta: Array, a_prev: Array, z: Array, arrays: L
 
 def conv2d_forward(spec: Conv2d, a_prev: Array, arrays: LayerArrays) -> Array:
     """``z^l = W^l * a^(l-1) + b^l`` (cross-correlation, stride and zero padding)."""
+    assert arrays.W is not None and arrays.b is not None
     return conv.forward(a_prev, arrays.W, arrays.b, spec.stride, spec.padding)
 
 
@@ -100,6 +105,7 @@ def conv2d_backward(spec: Conv2d, delta: Array, a_prev: Array, z: Array, arrays:
     """``nabla_w[o,c,u,v] = sum_{n,i,j} delta[n,o,i,j] a_pad[n,c,s i+u,s j+v]``;
     ``nabla_b[o] = sum_{n,i,j} delta[n,o,i,j]``; ``dC/da^(l-1)`` sums ``W`` times the
     ``delta`` of every output unit whose window covers the cell."""
+    assert arrays.W is not None
     nabla_w, nabla_b, da_prev = conv.backward(delta, a_prev, arrays.W, spec.stride,
                                               spec.padding, need_input_grad=need_input_grad)
     return LayerGrads(nabla_w, nabla_b, da_prev)
@@ -143,6 +149,7 @@ def flatten_backward(spec: Flatten, delta: Array, a_prev: Array, z: Array,
 
 def dropout_forward(spec: Dropout, a_prev: Array, arrays: LayerArrays) -> Array:
     """Inverted dropout with the case's explicit mask: ``z^l = a^(l-1) * mask / (1 - p)``."""
+    assert arrays.mask is not None
     return a_prev * arrays.mask / np.asarray(1 - spec.p, dtype=a_prev.dtype)
 
 
@@ -151,6 +158,7 @@ def dropout_backward(spec: Dropout, delta: Array, a_prev: Array, z: Array,
     """The same mask in the backward pass: ``dC/da^(l-1) = delta^l * mask / (1 - p)``."""
     if not need_input_grad:
         return LayerGrads(None, None, None)
+    assert arrays.mask is not None
     return LayerGrads(None, None,
                       delta * arrays.mask / np.asarray(1 - spec.p, dtype=delta.dtype))
 

@@ -9,11 +9,13 @@ forward and backward come from its rule in ``layers.LAYER_RULES``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from numpy.typing import NDArray
 
 from .activations import activation, identity_prime
-from .case import Case, parametrised
+from .case import Case, Dense, parametrised
 from .costs import cost
 from .layers import LayerRule, layer_arrays, layer_rule
 from .result import Result
@@ -56,7 +58,7 @@ def _layer_backward(case: Case, l: int, delta: Array, a_prev: Array, z: Array,
     ``backprop`` takes per layer (tests/mutation replaces it to plant bugs)."""
     spec = case.layers[l - 1]
     g = _rule(case, l).backward(spec, delta, a_prev, z, layer_arrays(case, l, numbers), l > 1)
-    if g.nabla_w is not None:
+    if g.nabla_w is not None and g.nabla_b is not None:  # dense, conv2d: both or neither
         n = numbers[l]
         grads[f"W{n}"], grads[f"b{n}"] = g.nabla_w, g.nabla_b
     if g.gap is not None:
@@ -68,7 +70,8 @@ def backprop(case: Case) -> Result:
     """Loss, gradients for every parameter, and per-layer ``delta`` for a layered case."""
     zs, acts = feedforward(case)
     L = len(case.layers)
-    loss, delta = cost(case.cost)(zs[-1], acts[-1], case.y, case.layers[-1].activation)  # BP1
+    last = cast(Dense, case.layers[-1])  # validated: a network ends with a dense layer
+    loss, delta = cost(case.cost)(zs[-1], acts[-1], case.y, last.activation)  # BP1
     numbers = _param_numbers(case)
     grads: dict[str, Array] = {}
     gaps: dict[str, Array] = {}
@@ -76,7 +79,7 @@ def backprop(case: Case) -> Result:
     for l in range(L, 0, -1):
         da = _layer_backward(case, l, delta, acts[l - 1], zs[l - 1], numbers, grads, gaps)
         if l > 1:
-            delta = da * _sigma_prime(case.layers[l - 2], zs[l - 2])  # BP2
+            delta = cast(Array, da) * _sigma_prime(case.layers[l - 2], zs[l - 2])  # BP2
             deltas[f"delta{l - 1}"] = delta
     return Result(
         loss=float(loss),

@@ -14,8 +14,8 @@ They give the same trajectory while ``eta`` is fixed and differ once it changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,7 +53,8 @@ def momentum_step(params: Mapping[str, Array], grads: Mapping[str, Array],
                   velocity: Mapping[str, Array], eta: float, mu: float,
                   convention: str = "pytorch") -> tuple[dict[str, Array], dict[str, Array]]:
     """One momentum step in the named convention; returns ``(params, velocity)``."""
-    new_w, new_v = {}, {}
+    new_w: dict[str, Array] = {}
+    new_v: dict[str, Array] = {}
     for k, w in params.items():
         e, m = np.asarray(eta, w.dtype), np.asarray(mu, w.dtype)
         if convention == "pytorch":
@@ -74,7 +75,7 @@ class Trajectory:
     and the learning rate used at each step."""
 
     params: list[dict[str, Array]] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)  # None: backprop gave no loss
     etas: list[float] = field(default_factory=list)
 
 
@@ -84,13 +85,15 @@ def minibatch(case: Case, rows: Array) -> Case:
                             masks={k: m[rows] for k, m in case.masks.items()})
 
 
-def train(case: Case, steps: int, eta: Union[float, Schedule], mu: float = 0.0,
+def train(case: Case, steps: int, eta: float | Schedule, mu: float = 0.0,
           convention: str = "pytorch", batches: Sequence[Array] | None = None,
           backprop: Callable | None = None) -> Trajectory:
     """``steps`` SGD steps from ``case.params``; step ``t`` uses the rows ``batches[t % len]``
     (all rows by default) and learning rate ``eta(t)`` (or the fixed ``eta``)."""
     if backprop is None:
-        from . import backprop
+        from . import backprop as reference_backprop
+
+        backprop = reference_backprop
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if convention not in CONVENTIONS:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
                      "axes.spines.right": False})
@@ -27,7 +27,7 @@ def _svg(fig: plt.Figure) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and doctype for inlining
 
 
-def margin_histograms(margins: dict[tuple[str, str], Sequence[float]]) -> str:
+def margin_histograms(margins: Mapping[tuple[str, str], Sequence[float]]) -> str:
     """log10(error / tolerance) per family and dtype; the line at 0 is the tolerance."""
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
     logs = {key: [math.log10(max(v, EXACT)) for v in values]
@@ -80,7 +80,7 @@ def trajectories(series: dict[str, Sequence[tuple[int, float]]]) -> str:
     """Worst error / tolerance of the parameters after each training step, per case."""
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
     for label, points in sorted(series.items()):
-        steps, values = zip(*sorted(points))
+        steps, values = zip(*sorted(points), strict=True)
         ax.plot(steps, [max(v, 1e-20) for v in values], marker="o", markersize=3, label=label)
     ax.set_yscale("log")
     _plain_log_ticks(ax.yaxis)

@@ -1,16 +1,16 @@
 """``assert_agree``: the assertion of the property suite, usable in anyone's ``@given`` test.
 
 The suite makes its records through the one evaluation path (``comparison.evaluate``) and
-asserts on them with ``assert_agree(case, records)``. On failure the case is saved (``BO_FAILURES``, default ``.bo-failures/``) with a
-``run.json`` naming the oracle, and the ``AssertionError`` shows the case, every failing record
-(tensor, verdict, error, tolerance and how it was derived, worst index, both values) and a
-one-line replay command."""
+asserts on them with ``assert_agree(case, records)``. On failure the case is saved
+(``BO_FAILURES``, default ``.bo-failures/``) with a ``run.json`` naming the oracle, and the
+``AssertionError`` shows the case, every failing record (tensor, verdict, error, tolerance
+and how it was derived, worst index, both values) and a one-line replay command."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ...reference.case import Case
 from ..comparison.records import FAILING, Record, replay_command

@@ -5,7 +5,7 @@ two measurements agree. The rows feed the report's conventions table."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -18,8 +18,8 @@ exactly zero). ``benchmarks/gpu_figures.py`` runs it and writes the tables of ``
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -28,11 +28,11 @@ from ...oracles.base import Oracle
 from ...reference import backprop
 from ...reference.case import Case
 from ...reference.result import Result
+from ..cases.strategies import cases as draw_cases
 from ..comparison.compare import compare
 from ..comparison.error_model import bounds
 from ..comparison.evaluate import evaluate
 from ..comparison.records import message
-from ..cases.strategies import cases as draw_cases
 
 ACCELERATOR = {"torch": "cuda", "jax": "gpu"}
 
@@ -143,6 +143,10 @@ def run_study(families: Sequence[str] = ("mlp", "cnn", "softmax"), n: int = 20, 
     return study
 
 
+def _optional(value: float | None) -> str:
+    return "-" if value is None else format(value, ".3g")
+
+
 def markdown(rows: Sequence[dict], skipped: dict[tuple, str]) -> str:
     """The table of ``docs/gpu.md``."""
     head = ("| framework | device | family | dtype | precision | tensors | median err/tol "
@@ -153,7 +157,7 @@ def markdown(rows: Sequence[dict], skipped: dict[tuple, str]) -> str:
         f"{r['precision']} | {r['tensors']} | {r['median']:.3g} | {r['p99']:.3g} | "
         f"{r['max']:.3g} | {r['beyond_tolerance']:.1%} | {r['max_spread']:.3g} | "
         f"{r['max_spread_over_tol']:.3g} | "
-        f"{'-' if r['gpu_vs_cpu_max_margin'] is None else format(r['gpu_vs_cpu_max_margin'], '.3g')} |\n"
+        f"{_optional(r['gpu_vs_cpu_max_margin'])} |\n"
         for r in rows)
     skips = "".join(f"- skipped {framework} on {device}: {reason}\n"
                     for (framework, device), reason in sorted(skipped.items()))

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ...reference.case import (
-    Case, CaseError, Conv2d, Dense, Dropout, Flatten, Node, Pool, Spec,
+    Case,
+    CaseError,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Node,
+    Pool,
+    Spec,
 )
 
 SPEC_TYPES = {"dense": Dense, "conv2d": Conv2d, "pool": Pool, "flatten": Flatten,
@@ -49,7 +57,9 @@ def save_case(case: Case, directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{case.case_id}.json").write_text(json.dumps(case.spec(), indent=1))
-    np.savez(directory / f"{case.case_id}.npz", **case_arrays(case))
+    # Any: numpy's stub would otherwise match the arrays against savez's allow_pickle
+    arrays: dict[str, Any] = case_arrays(case)
+    np.savez(directory / f"{case.case_id}.npz", **arrays)
     return directory / f"{case.case_id}.json"
 
 
@@ -62,7 +72,8 @@ def case_from_parts(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Case
         if name not in arrays:
             raise CaseError(f"array {name!r} is missing")
     return Case(family=spec["family"], layers=layers, cost=spec["cost"], params=params,
-                x=arrays["x"], y=arrays["y"], masks=masks, dtype=spec.get("dtype"),
+                x=arrays["x"], y=arrays["y"], masks=masks,
+                dtype=cast(str, spec.get("dtype")),  # None (not in the spec): the arrays' dtype
                 seed=spec.get("seed"))
 
 

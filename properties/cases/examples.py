@@ -7,7 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 from ...reference.case import (
-    Case, avgpool, conv2d, dense, dropout, flatten, l2pool, maxpool, node,
+    Case,
+    avgpool,
+    conv2d,
+    dense,
+    dropout,
+    flatten,
+    l2pool,
+    maxpool,
+    node,
 )
 from ...reference.init import init_params
 

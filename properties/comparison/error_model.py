@@ -53,6 +53,7 @@ Layers are told apart by the ``kind`` of their rule in ``reference.layers.LAYER_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,12 +61,12 @@ from numpy.typing import NDArray
 from ...reference import graph as ref_graph
 from ...reference import network, pooling
 from ...reference.activations import sigmoid
-from ...reference.case import Case, parametrised
+from ...reference.case import Case, Dense, Dropout, Pool, graph_nodes, parametrised
 from ...reference.costs import softmax as softmax_fn
 from ...reference.costs import softplus
 from ...reference.layers import NO_ARRAYS, LayerArrays, layer_arrays, layer_rule
 
-Array = NDArray[np.float64]
+Array = NDArray[np.floating]  # float64 at run time; floating is what numpy's stubs return
 KAPPA = 2.0
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24,
                  "float64": 2.0**-53}
@@ -137,21 +138,22 @@ def _forward_bounds(case: Case, zs: list[Array], acts: list[Array]
             m = rule.forward(spec, a, LayerArrays(W, b))
             e = rule.forward(spec, ea, LayerArrays(W, 0 * b)) + (W[0].size + 1) * m
         elif rule.kind == "pool":
-            k2 = spec.size ** 2
-            if spec.kind == "max":
-                m, e = np.abs(z), pooling.forward("max", ea, spec.size, spec.stride)
-            elif spec.kind == "avg":
-                m = pooling.forward("avg", a, spec.size, spec.stride)
-                e = pooling.forward("avg", ea, spec.size, spec.stride) + (k2 + 1) * m
+            pool = cast(Pool, spec)  # the rule kind fixes the spec type
+            k2 = pool.size ** 2
+            if pool.kind == "max":
+                m, e = np.abs(z), pooling.forward("max", ea, pool.size, pool.stride)
+            elif pool.kind == "avg":
+                m = pooling.forward("avg", a, pool.size, pool.stride)
+                e = pooling.forward("avg", ea, pool.size, pool.stride) + (k2 + 1) * m
             else:
                 m = np.abs(z)
-                s = pooling.forward("avg", a * ea, spec.size, spec.stride) * k2
+                s = pooling.forward("avg", a * ea, pool.size, pool.stride) * k2
                 e = np.where(z > 0, s / np.where(z > 0, z, 1), np.sqrt(k2) * pooling.forward(
-                    "max", ea, spec.size, spec.stride)) + (k2 + 2) * m
+                    "max", ea, pool.size, pool.stride)) + (k2 + 2) * m
         elif rule.kind == "flatten":
             m, e = rule.forward(spec, a, NO_ARRAYS), rule.forward(spec, ea, NO_ARRAYS)
         else:  # dropout
-            scale = case.masks[f"mask{l}"] / (1 - spec.p)
+            scale = case.masks[f"mask{l}"] / (1 - cast(Dropout, spec).p)
             m, e = np.abs(z), ea * scale + 2 * np.abs(z)
         Ez.append(e)
         Mz.append(m)
@@ -169,12 +171,12 @@ def _bp1(case: Case, zL: Array, aL: Array, EzL: Array, EaL: Array
     y, n = np.asarray(case.y, np.float64), case.batch
     count = y[0].size
     if case.cost == "quadratic":
-        d, dd, r1, _ = _act_terms(case.layers[-1].activation, zL)
+        d, dd, r1, _ = _act_terms(cast(Dense, case.layers[-1]).activation, zL)  # validated
         res = np.abs(aL - y)
         esig = r1 + dd * EzL
         delta = res * d / n
-        E = ((EaL + res) * d + res * esig) / n + 2 * delta
-        terms = 0.5 * res ** 2
+        E: Array = ((EaL + res) * d + res * esig) / n + 2 * delta
+        terms: Array = 0.5 * res ** 2
         E_loss = (np.sum(res * EaL) + (count + 4) * np.sum(terms) + np.sum(res * res)) / n
         return E, (np.abs(aL) + np.abs(y)) * d / n, np.asarray(E_loss), np.asarray(
             np.sum(terms) / n)
@@ -211,8 +213,8 @@ def _layer_back(case: Case, l: int, Ed: Array, Md: Array, d: Array, acts: list[A
     a, ea, ad, z = np.abs(acts[l - 1]), Ea[l - 1], np.abs(d), zs[l - 1]
     first, rule = l == 1, layer_rule(spec)
     if rule.has_params:
-        arrays = LayerArrays(W=P[f"W{numbers[l]}"])
-        W = arrays.W
+        W = P[f"W{numbers[l]}"]
+        arrays = LayerArrays(W=W)
         if rule.kind == "dense":
             n_sum, n_in = case.batch, W.shape[0]
         else:  # conv2d: sums over the batch and the output positions
@@ -221,23 +223,30 @@ def _layer_back(case: Case, l: int, Ed: Array, Md: Array, d: Array, acts: list[A
         eW, eb, eda, _ = rule.backward(spec, Ed, a, z, arrays, not first)
         eW2 = rule.backward(spec, ad, ea, z, arrays, not first).nabla_w
         Mg = rule.backward(spec, Md, a, z, arrays, not first)
+        # dense and conv2d always return nabla_w and nabla_b
+        assert mW is not None and mb is not None and eW is not None and eb is not None
+        assert eW2 is not None and Mg.nabla_w is not None and Mg.nabla_b is not None
         num = numbers[l]
         b.E[f"W{num}"], b.M[f"W{num}"] = eW + eW2 + (n_sum + 1) * mW, Mg.nabla_w
         b.E[f"b{num}"], b.M[f"b{num}"] = eb + (n_sum + 1) * mb, Mg.nabla_b
         if first:
             return None
+        assert eda is not None and mda is not None and Mg.da_prev is not None  # not first
         return eda + (n_in + 1) * mda, Mg.da_prev
     if first:
         return None
 
     def route(x: Array, cell: Array, zl: Array) -> Array:
         """``dC/da^(l-1)`` of the layer's own backward, for ``delta = x``, ``a^(l-1) = cell``."""
-        return rule.backward(spec, x, cell, zl, NO_ARRAYS, True).da_prev
+        da_prev = rule.backward(spec, x, cell, zl, NO_ARRAYS, True).da_prev
+        assert da_prev is not None  # need_input_grad=True
+        return da_prev
 
     if rule.kind == "pool":
-        if spec.kind == "max":  # routed by the arg-max of the signed a^(l-1)
+        pool = cast(Pool, spec)  # the rule kind fixes the spec type
+        if pool.kind == "max":  # routed by the arg-max of the signed a^(l-1)
             return route(Ed, acts[l - 1], z), route(Md, acts[l - 1], z)
-        if spec.kind == "avg":
+        if pool.kind == "avg":
             return route(Ed, a, z) + 2 * route(ad, a, z), route(Md, a, z)
         az = np.abs(z)
         rel = np.where(az > 0, Ez[l - 1] / np.where(az > 0, az, 1), 0)
@@ -246,7 +255,7 @@ def _layer_back(case: Case, l: int, Ed: Array, Md: Array, d: Array, acts: list[A
     if rule.kind == "flatten":
         return route(Ed, a, z), route(Md, a, z)
     # dropout: Ed * (mask / (1 - p)), not the reference's (Ed * mask) / (1 - p)
-    scale = case.masks[f"mask{l}"] / (1 - spec.p)
+    scale = case.masks[f"mask{l}"] / (1 - cast(Dropout, spec).p)
     return Ed * scale + 2 * ad * scale, Md * scale
 
 
@@ -262,7 +271,7 @@ def _network_bounds(case: Case) -> Bounds:
     for l, spec in enumerate(case.layers, 1):
         if getattr(spec, "activation", None) in ("relu", "leaky_relu"):
             b.kinked[l] = "relu"
-        elif layer_rule(spec).kind == "pool" and spec.kind == "max":
+        elif layer_rule(spec).kind == "pool" and cast(Pool, spec).kind == "max":
             b.kinked[l] = "maxpool"
     Ed, Md, b.E["loss"], b.M["loss"] = _bp1(c64, zs[-1], acts[-1], Ez[-1], Ea[-1])
     b.E[f"delta{L}"], b.M[f"delta{L}"] = Ed, Md
@@ -276,8 +285,10 @@ def _network_bounds(case: Case) -> Bounds:
         spec = case.layers[l - 2]
         sp, spp, r1, _ = _act_terms(getattr(spec, "activation", "identity"), zs[l - 2])
         spec_l = case.layers[l - 1]
-        da = np.abs(layer_rule(spec_l).backward(spec_l, d, acts[l - 1], zs[l - 1],
-                                                layer_arrays(c64, l, numbers), True).da_prev)
+        da_prev = layer_rule(spec_l).backward(spec_l, d, acts[l - 1], zs[l - 1],
+                                              layer_arrays(c64, l, numbers), True).da_prev
+        assert da_prev is not None  # need_input_grad=True
+        da = np.abs(da_prev)
         Ed = eda * sp + da * (r1 + spp * Ez[l - 2]) + np.abs(ref.deltas[f"delta{l - 1}"])
         Md = mda * sp
         b.E[f"delta{l - 1}"], b.M[f"delta{l - 1}"] = Ed, Md
@@ -288,18 +299,29 @@ def _network_bounds(case: Case) -> Bounds:
     return b
 
 
+def _local_gain(op: str, ins: list[Array], out: Array) -> float:
+    """Largest local derivative of one node, from |inputs| and |output| (seed 002's rules).
+    Only this node's rule is evaluated: another's may divide by zero here."""
+    if op == "mul":
+        return max(float(np.max(i)) for i in ins)
+    if op == "div":
+        return float(np.max(1 / ins[-1]) * max(1.0, float(np.max(out))))
+    if op == "exp":
+        return float(np.max(out))
+    if op == "reciprocal":
+        return float(np.max(out)) ** 2
+    if op == "log":
+        return float(np.max(1 / ins[0]))
+    return 1.0
+
+
 def _graph_gain(case: Case, values: list[Array]) -> float:
     """Product over nodes of the largest local derivative (seed 002's node rules)."""
     gain = 1.0
-    for l, spec in enumerate(case.layers, 1):
+    for l, spec in enumerate(graph_nodes(case), 1):
         ins = [np.abs(v) for v in ref_graph.node_inputs(case, spec.inputs, values)]
         out = np.abs(values[l - 1])
-        local = {"mul": lambda: max(float(np.max(i)) for i in ins),
-                 "div": lambda: float(np.max(1 / ins[-1]) * max(1.0, float(np.max(out)))),
-                 "exp": lambda: float(np.max(out)),
-                 "reciprocal": lambda: float(np.max(out)) ** 2,
-                 "log": lambda: float(np.max(1 / ins[0]))}.get(spec.op, lambda: 1.0)
-        gain *= max(1.0, local())  # only this node's rule: another's may divide by zero here
+        gain *= max(1.0, _local_gain(spec.op, ins, out))
     return gain
 
 
@@ -309,14 +331,14 @@ def _graph_forward(case: Case, values: list[Array]) -> list[Array]:
     """Forward bound per node (units of ``u``); leaves and ``x`` exact, constants rounded."""
     E: list[Array] = []
 
-    def err(ref: object) -> Array:
+    def err(ref: ref_graph.Ref) -> Array:
         if isinstance(ref, str):
             return np.zeros(1)
         if isinstance(ref, float):
             return np.abs(np.asarray(ref))
         return E[ref - 1]
 
-    for l, spec in enumerate(case.layers, 1):
+    for l, spec in enumerate(graph_nodes(case), 1):
         ins = ref_graph.node_inputs(case, spec.inputs, values)
         ins = tuple(np.asarray(v, np.float64) for v in ins)
         es = [err(r) for r in spec.inputs]
@@ -363,6 +385,8 @@ def _graph_bounds(case: Case) -> Bounds:
     Eout = np.broadcast_to(Ev[-1], case.y.shape)
     n, y = case.batch, np.asarray(c64.y)
     b = Bounds()
+    Ed: Array
+    Md: Array
     if case.cost == "quadratic":
         res = np.abs(out - y)
         Ed, Md = (Eout + res) / n + res / n, (np.abs(out) + np.abs(y)) / n
@@ -380,7 +404,7 @@ def _graph_bounds(case: Case) -> Bounds:
     leaf_E = {k_: np.zeros_like(v) for k_, v in c64.params.items()}
     leaf_M = {k_: np.zeros_like(v) for k_, v in c64.params.items()}
     for l in range(len(case.layers), 0, -1):
-        spec = case.layers[l - 1]
+        spec = graph_nodes(case)[l - 1]
         ins = tuple(np.asarray(v, np.float64) for v in ref_graph.node_inputs(c64, spec.inputs,
                                                                              values))
         g = np.abs(ref.deltas[f"delta{l}"])
@@ -388,7 +412,7 @@ def _graph_bounds(case: Case) -> Bounds:
             r, float) else Ev[r - 1]) for r in spec.inputs]
         locs = _op_backward_error(spec.op, ins, es, values[l - 1], Ev[l - 1], node_E[l - 1],
                                   node_M[l - 1], g)
-        for ref_, (e, m), inp in zip(spec.inputs, locs, ins):
+        for ref_, (e, m), inp in zip(spec.inputs, locs, ins, strict=True):
             e_sum, k = _unbroadcast(e, inp.shape)
             m_sum, _ = _unbroadcast(m, inp.shape)
             e_sum = e_sum + k * m_sum

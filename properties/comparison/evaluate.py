@@ -19,7 +19,8 @@ The error-model bounds of the case are computed once and shared by every compari
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ...oracles.base import Oracle
 from ...reference import backprop

@@ -19,10 +19,11 @@ import os
 import platform
 import shlex
 import traceback
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class Record:
         return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Record":
+    def from_dict(cls, data: dict[str, Any]) -> Record:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("max_abs_err", "max_rel_err", "err_ulps", "tolerance", "margin",
@@ -105,7 +106,7 @@ class Record:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, line: str) -> "Record":
+    def from_json(cls, line: str) -> Record:
         return cls.from_dict(json.loads(line))
 
 
@@ -244,7 +245,7 @@ class RecordWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "RecordWriter":
+    def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

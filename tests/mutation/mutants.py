@@ -18,8 +18,9 @@ with ``python -m benchmarks.<name>``) or relatively from inside ``tests``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import numpy as np

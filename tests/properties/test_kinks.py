@@ -12,8 +12,8 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
-from backprop_oracle.properties.comparison.compare import compare
 from backprop_oracle.properties.campaign.conventions import measure
+from backprop_oracle.properties.comparison.compare import compare
 
 KINK_CASES = (bo.cases("cnn", 12, seed=1, kinks=True, activations=["relu", "leaky_relu"],
                        pools=["max"], max_image=8)

@@ -15,7 +15,12 @@ from backprop_oracle.reference import case as case_module
 from backprop_oracle.reference import network
 from backprop_oracle.reference.init import init_params
 from backprop_oracle.reference.layers import (
-    LAYER_RULES, NO_ARRAYS, LayerArrays, LayerGrads, layer_arrays, layer_rule,
+    LAYER_RULES,
+    NO_ARRAYS,
+    LayerArrays,
+    LayerGrads,
+    layer_arrays,
+    layer_rule,
 )
 
 SPECS = {"dense": bo.dense(3, "tanh"), "conv2d": bo.conv2d(2, 2, padding=1),

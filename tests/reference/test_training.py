@@ -110,7 +110,7 @@ def test_momentum_step_conventions_directly() -> None:
 def test_conventions_agree_for_fixed_eta_and_differ_with_step_decay() -> None:
     case = mlp_case()
     same = [training.train(case, 5, 0.4, mu=0.8, convention=c) for c in training.CONVENTIONS]
-    for a, b in zip(same[0].params, same[1].params):
+    for a, b in zip(same[0].params, same[1].params, strict=True):
         assert_params_close(a, b, rtol=1e-12)
     schedule = training.step_decay(0.4, 0.5, every=2)
     decayed = [training.train(case, 5, schedule, mu=0.8, convention=c)

@@ -6,7 +6,6 @@ case, precision settings in the environment, and ``replay``."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -20,7 +20,7 @@ STRICT = settings(max_examples=30, deadline=None)  # health checks stay on
 def kink_distances(case: bo.Case) -> tuple[float, float]:
     """Smallest |z| over ReLU/leaky layers and smallest max-pool runner-up gap."""
     zs, acts = feedforward(case)
-    relu = [np.min(np.abs(z)) for z, s in zip(zs, case.layers)
+    relu = [np.min(np.abs(z)) for z, s in zip(zs, case.layers, strict=True)
             if isinstance(s, (Dense, Conv2d)) and s.activation in KINKED]
     gaps = [np.min(pooling.max_route(acts[l - 1], s.size, s.stride)[1])
             for l, s in enumerate(case.layers, 1) if isinstance(s, Pool) and s.kind == "max"]
@@ -78,7 +78,7 @@ def test_dropout_layers_come_with_explicit_masks() -> None:
     drawn = [c for c in bo.cases("mlp", 40, seed=2) if c.masks]
     assert drawn, "no dropout drawn in 40 MLPs"
     for case in drawn:
-        for name, mask in case.masks.items():
+        for mask in case.masks.values():
             assert set(np.unique(mask)) <= {0.0, 1.0} and mask.shape[0] == case.batch
     assert not any(c.masks for c in bo.cases("mlp", 20, seed=2, dropout=False))
 

@@ -12,15 +12,22 @@ from backprop_oracle.oracles.base import Oracle
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
 from backprop_oracle.properties.cases import examples
 from backprop_oracle.properties.comparison.compare import (
-    compare, first_divergent_layer, screen_then_locate, where,
+    compare,
+    first_divergent_layer,
+    screen_then_locate,
+    where,
 )
 from backprop_oracle.properties.comparison.evaluate import evaluate, triangulate
 from backprop_oracle.properties.comparison.records import (
-    Record, case_verdict, dumps, error_record, loads,
+    Record,
+    case_verdict,
+    dumps,
+    error_record,
+    loads,
 )
 
-from . import _cases
 from ...mutation.mutants import RESULTS as MUTANTS
+from . import _cases
 
 # mutant -> (case builder, first divergent layer)
 EXPECTED = {

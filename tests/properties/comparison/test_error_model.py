@@ -9,10 +9,14 @@ import pytest
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
 from backprop_oracle.properties.comparison.compare import compare
-from backprop_oracle.properties.comparison.records import case_verdict
 from backprop_oracle.properties.comparison.error_model import (
-    KAPPA, bounds, describe, tolerance, unit_roundoff,
+    KAPPA,
+    bounds,
+    describe,
+    tolerance,
+    unit_roundoff,
 )
+from backprop_oracle.properties.comparison.records import case_verdict
 
 from . import _cases
 
@@ -50,7 +54,8 @@ def _saturated(dtype: str) -> bo.Case:
                    params={"W1": W1.astype(dtype), "b1": rng.normal(size=6).astype(dtype),
                            "W2": (rng.normal(size=(3, 6)) * 6).astype(dtype),
                            "b2": rng.normal(size=3).astype(dtype)},
-                   x=rng.normal(size=(5, 4)).astype(dtype), y=rng.uniform(size=(5, 3)).astype(dtype))
+                   x=rng.normal(size=(5, 4)).astype(dtype),
+                   y=rng.uniform(size=(5, 3)).astype(dtype))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -7,8 +7,12 @@ import math
 
 import numpy as np
 
-from backprop_oracle.properties.comparison.records import RecordWriter, number, read_records, to_jsonable
-
+from backprop_oracle.properties.comparison.records import (
+    RecordWriter,
+    number,
+    read_records,
+    to_jsonable,
+)
 from tests.reports._records import record
 
 
