@@ -1,20 +1,27 @@
 """The ``backprop-oracle`` command.
 
 Exit codes: 0 everything agrees (kinks allowed), 1 a divergence or a one-sided NaN, 2 bad
-usage or bad input (one line on stderr, no traceback), 130 interrupted (the records of the
+usage or bad input (one line on stderr, no traceback; checked before any work starts, ``--out``
+included), or a run, check or verify that compared nothing, 130 interrupted (the records of the
 finished cases and a report built from them are still written).
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
+import os
+import re
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Sequence
+from typing import Any, NoReturn
+
+from .properties.campaign.stopping import Stop, graceful
 
 EXIT_OK, EXIT_DIVERGENCE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CASE_TIMEOUT = 600.0  # seconds per case (and oracle): generous for the largest drawn cases
+CHECK_OUT = Path("bo-check")  # check's --out when none is given (and not replaying)
 
 
 class UsageError(Exception):
@@ -25,8 +32,38 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _non_negative_int(value: str) -> int:
+    """``--seed``: an integer >= 0 (NumPy's generators take no negative seed)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def _case_count(value: str) -> int:
+    """``--cases``: an integer >= 1 (0 cases would compare nothing and pass vacuously)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("0 cases compares nothing; give 1 or more" if number == 0
+                                         else f"must be >= 1, got {number}")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr and exit 2, like every usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backprop-oracle",
         description="Check backpropagation: a NumPy reference against finite differences, "
                     "PyTorch and JAX, with error-model tolerances and an HTML report.")
@@ -44,11 +81,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="float32,float64 (default: both)")
     run.add_argument("--precisions", type=_csv, default=None,
                      help="strict,default (default: strict)")
-    run.add_argument("--cases", type=int, default=None, help="cases per family (default 12)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--cases", type=_case_count, default=None,
+                     help="cases per family (default 12)")
+    run.add_argument("--seed", type=_non_negative_int, default=0)
     run.add_argument("--kinks", action="store_true",
                      help="draw cases at non-differentiable points on purpose")
     run.add_argument("--out", type=Path, default=Path("bo-out"), help="output directory")
+    run.add_argument("--case-timeout", type=float, default=CASE_TIMEOUT, metavar="SECONDS",
+                     help="each oracle's work on a case runs in a worker process stopped after "
+                          f"SECONDS (default {CASE_TIMEOUT:g}; 0: no limit, in this process)")
     replay = sub.add_parser("replay", help="re-run one recorded case and print its comparison")
     replay.add_argument("case_id")
     replay.add_argument("--from", dest="source", type=Path, required=True,
@@ -58,21 +99,29 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("target", help="MODULE:CALLABLE or path/to/file.py:CALLABLE")
     check.add_argument("--families", "--family", dest="families", type=_csv, default=None,
                        help="comma-separated families to draw (default: all)")
-    check.add_argument("--cases", type=int, default=20, help="cases per family (default 20)")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--cases", type=_case_count, default=20,
+                       help="cases per family (default 20)")
+    check.add_argument("--seed", type=_non_negative_int, default=0)
     check.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
                        help="restrict the drawn cases, e.g. activations=sigmoid,tanh "
                             "max_layers=3 dtypes=float64 (repeatable)")
     check.add_argument("--training", action="store_true",
                        help="CALLABLE(case, training) returns [params after the step]: check "
                             "SGD with momentum and schedule step by step")
+    check.add_argument("--case-timeout", type=float, default=CASE_TIMEOUT, metavar="SECONDS",
+                       help="the implementation runs in a worker process stopped after SECONDS "
+                            f"per case (default {CASE_TIMEOUT:g}; 0: no limit, in this "
+                            "process)")
     check.add_argument("--no-tiebreak", action="store_true",
                        help="do not run PyTorch/JAX on disagreeing cases")
     check.add_argument("--replay", metavar="CASE_ID", default=None,
                        help="re-check one case saved by an earlier check (needs --from)")
     check.add_argument("--from", dest="source", type=Path, default=None,
                        help="the output directory of that earlier check")
-    check.add_argument("--out", type=Path, default=Path("bo-check"), help="output directory")
+    check.add_argument("--out", type=Path, default=None,
+                       help=f"output directory (default {CHECK_OUT}; with --replay, a new "
+                            "directory FROM-replay-CASE_ID beside --from: a replay never "
+                            "writes into the directory it reads)")
     vectors = sub.add_parser("vectors", help="language-neutral conformance vectors (JSON + "
                                              ".npz) for implementations outside Python")
     vsub = vectors.add_subparsers(dest="action", required=True)
@@ -81,8 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("directory", type=Path, metavar="DIR")
     export.add_argument("--families", "--family", dest="families", type=_csv, default=None,
                         help="comma-separated families to draw (default: all)")
-    export.add_argument("--cases", type=int, default=20, help="cases per family (default 20)")
-    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--cases", type=_case_count, default=20,
+                        help="cases per family (default 20)")
+    export.add_argument("--seed", type=_non_negative_int, default=0)
     export.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
                         help="restrict the drawn cases, as for check (repeatable)")
     verify = vsub.add_parser("verify", help="check RESULTS/<case_id>.npz (keys W1, b1, ..., "
@@ -121,36 +171,107 @@ def _progress_bar(total_hint: int = 0):
     return bar, update
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from .properties.campaign import engine as campaign
-    from .properties.campaign.output import finish
-
-    config = _config(args)
-    bar, update = _progress_bar()
-    interrupted = False
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+def writable_dir(path: Path | str, option: str = "--out") -> Path:
+    """``path`` checked, before any work starts, as a directory this process can write into:
+    made if missing, probed with a file, and the probe and the directories made for it removed
+    again. ``UsageError`` (one line) when it is a file, under a file, or not writable."""
+    path = Path(path)
+    where = f"{option} {path}"
+    made = []  # the missing directories, deepest first
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise UsageError(f"{where}: is a file, not a directory" if p == path
+                                 else f"{where}: is under a file ({p})")
+            break
+        made.append(p)
+    probe = path / f".bo-write-probe-{os.getpid()}"
     try:
-        campaign.run(config, args.out, progress=update)
-    except KeyboardInterrupt:
-        interrupted = True
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except PermissionError:
+        raise UsageError(f"{where}: is not writable (permission denied)") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be written ({exc.strerror or exc})") from None
     finally:
-        bar.close()
-        signal.signal(signal.SIGTERM, previous)
-        summary = finish(args.out, interrupted=interrupted)
-    counts = ", ".join(f"{v} {n}" for v, n in sorted(summary.verdicts.items()))
-    print(f"{summary.n_records} records, {len(summary.cases)} cases: {counts or 'nothing run'}")
-    print(f"report: {args.out / 'report.html'}")
-    if interrupted:
-        print("interrupted: records and report cover the finished cases", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+    return path
+
+
+def _check_out(args: argparse.Namespace) -> Path:
+    """check's output directory: ``--out``, else ``CHECK_OUT``. A replay never writes into the
+    directory it reads (``--from``): without ``--out`` it writes to a new directory
+    ``FROM-replay-CASE_ID`` beside it, and an ``--out`` that is ``--from`` is refused."""
+    if not (args.replay and args.source is not None):
+        return args.out if args.out is not None else CHECK_OUT
+    source = args.source.resolve()
+    if args.out is None:
+        case = re.sub(r"[^0-9A-Za-z_.-]", "_", args.replay)
+        return source.parent / f"{source.name}-replay-{case}"
+    if args.out.resolve() == source:
+        raise UsageError(f"--out {args.out} is the --from directory: a replay must not overwrite "
+                         "the report it reads (leave --out out for a new directory)")
+    return args.out
+
+
+def _template_word(text: object) -> str:
+    """``text`` shell-quoted, with braces doubled for ``str.format``."""
+    return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")
+
+
+def _check_replay(args: argparse.Namespace) -> str:
+    """The replay line of check's records: a ``str.format`` template over ``case``, its words
+    shell-quoted, with the flags that change what is checked."""
+    return (f"backprop-oracle check {_template_word(args.target)} --replay {{case.case_id}} "
+            f"--from {_template_word(args.out)}" + " --training" * args.training
+            + " --no-tiebreak" * args.no_tiebreak)
+
+
+def _exit_code(outcome: Any) -> int:
+    """0 or 1 for a finished run, check or verify (its ``Summary`` or ``Report``), and
+    ``UsageError`` (exit 2) when it compared nothing (no records, or only skipped and
+    unsupported ones), which would otherwise pass vacuously."""
+    from .reports.summary import Summary, summarise
+
+    summary = outcome if isinstance(outcome, Summary) else summarise(
+        r.to_dict() for r in outcome.records)
+    if summary.nothing_compared:
+        raise UsageError(summary.nothing_compared)
     return summary.exit_code
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, stop: Stop) -> int:
+    from .properties.campaign import engine as campaign
+    from .properties.campaign.output import finish
+
+    writable_dir(args.out)
+    config = _config(args)
+    bar, update = _progress_bar()
+    try:
+        campaign.run(config, args.out, progress=update, stop=stop,
+                     timeout=args.case_timeout or None)
+    finally:
+        bar.close()
+    interrupted = stop.requested
+    summary = finish(args.out, interrupted=interrupted)
+    counts = ", ".join(f"{v} {n}" for v, n in sorted(summary.verdicts.items()))
+    print(f"{summary.n_records} records, {len(summary.cases)} cases: {counts or 'nothing run'}")
+    print(f"report: {args.out / 'report.html'}")
+    return _interrupted(summary) if interrupted else _exit_code(summary)
+
+
+def _interrupted(summary: Any) -> int:
+    print(f"interrupted: records and report cover the {len(summary.cases)} finished cases",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def cmd_replay(args: argparse.Namespace, stop: Stop) -> int:
     from .properties.campaign.engine import replay
 
     try:
@@ -186,7 +307,7 @@ def load_target(target: str):
             module = importlib.import_module(module_name)
     except UsageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any import failure is bad input here
+    except Exception as exc:  # any import failure is bad input here
         raise UsageError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     fn = module
     for part in attr.split("."):
@@ -211,12 +332,14 @@ def _constraint(text: str) -> tuple[str, object]:
         return key, list(_csv(value))
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, stop: Stop) -> int:
     from .properties import check as checking
+    from .properties.campaign.output import Output, environment_of
     from .properties.cases.case_io import load_case
 
+    args.out = writable_dir(_check_out(args))
     impl = load_target(args.target)
-    replay = f"backprop-oracle check {args.target} --replay {{case.case_id}} --from {args.out}"
+    replay = _check_replay(args)
     if args.replay:
         if args.source is None:
             raise UsageError("--replay needs --from DIR (the output directory of that check)")
@@ -226,20 +349,26 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     else:
         cases, _ = _draw(args.families, args.cases, args.seed, args.constraint)
+    output = Output(args.out)
+    output.describe(environment=environment_of(implementation=args.target))
     if args.training:
-        report = checking.check_training(impl, cases, name=args.target, replay=replay)
+        report = checking.check_training(impl, cases, name=args.target, replay=replay,
+                                         output=output, stop=stop)
     else:
         bar, update = _progress_bar()
         try:
             report = checking.check(impl, cases, name=args.target, replay=replay,
                                     tiebreakers=() if args.no_tiebreak else ("torch", "jax"),
-                                    progress=update)
+                                    progress=update, timeout=args.case_timeout or None,
+                                    output=output, stop=stop)
         finally:
             bar.close()
-    path = report.write(args.out)
+    summary = output.finish(interrupted=report.interrupted)
     print(report.summary())
-    print(f"report: {path}")
-    return EXIT_OK if report.ok else EXIT_DIVERGENCE
+    print(f"report: {output.directory / 'report.html'}")
+    if report.interrupted:
+        return _interrupted(summary)
+    return _exit_code(summary)
 
 
 def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Sequence[str]):
@@ -262,11 +391,12 @@ def _draw(families: Sequence[str] | None, n: int, seed: int, constraint_args: Se
     return cases, constraints
 
 
-def cmd_vectors(args: argparse.Namespace) -> int:
+def cmd_vectors(args: argparse.Namespace, stop: Stop) -> int:
     import time
 
     from .properties.check import vectors
 
+    writable_dir(*((args.out, "--out") if args.action == "verify" else (args.directory, "DIR")))
     start = time.perf_counter()
     try:
         if args.action == "export":
@@ -277,7 +407,8 @@ def cmd_vectors(args: argparse.Namespace) -> int:
             print(f"{(len(paths) - 1) // 2} cases, {len(paths)} files, {size / 1e6:.2f} MB "
                   f"in {args.directory} ({time.perf_counter() - start:.1f} s)")
             return EXIT_OK
-        replay = f"backprop-oracle vectors verify {args.directory} {args.results}"
+        replay = (f"backprop-oracle vectors verify {_template_word(args.directory)} "
+                  f"{_template_word(args.results)}")
         report = vectors.verify(args.directory, args.results, name=str(args.results),
                                 tiebreakers=("torch", "jax") if args.tiebreak else (),
                                 replay=replay)
@@ -288,12 +419,12 @@ def cmd_vectors(args: argparse.Namespace) -> int:
     path = report.write(args.out)
     print(report.summary())
     print(f"report: {path} ({time.perf_counter() - start:.1f} s)")
-    return EXIT_OK if report.ok else EXIT_DIVERGENCE
+    return _exit_code(report)
 
 
-def _num(value: object) -> str:
+def _num(value: Any) -> str:  # Any: float() is tried on whatever value is
     try:
-        return f"{float(value):.3g}"  # type: ignore[arg-type]
+        return f"{float(value):.3g}"
     except (TypeError, ValueError):
         return "-"
 
@@ -302,13 +433,19 @@ COMMANDS = {"run": cmd_run, "replay": cmd_replay, "check": cmd_check, "vectors":
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except UsageError as exc:
-        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
-        print(f"backprop-oracle {command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """Ctrl-C and SIGTERM only request a stop (``stopping``): a command ends at the next case
+    boundary with its report and exit code 130; a second signal ends the process at once."""
+    with graceful() as stop:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exc:  # --help (0), or a usage error already printed on one line
+            return int(exc.code or 0)
+        try:
+            return COMMANDS[args.command](args, stop)
+        except UsageError as exc:
+            command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+            print(f"backprop-oracle {command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ directory the fixture only keeps the records in memory (nothing is written).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -57,7 +58,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    target = config.getoption("--bo-report") or config.getini("bo_report") or None
+    """``--bo-report DIR`` is checked before any test runs: a file, a path under a file or an
+    unwritable directory is a one-line ``pytest.UsageError``, not a traceback."""
+    from .cli import UsageError, writable_dir
+
+    option = config.getoption("--bo-report")
+    target = option or config.getini("bo_report") or None
+    if target:
+        try:
+            writable_dir(target, "--bo-report" if option else "bo_report (ini)")
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[_KEY] = _Reporter(Path(target) if target else None)
 
 
@@ -67,7 +78,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         reporter.finish()
 
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     reporter = config.stash.get(_KEY, None)
     if reporter is not None and reporter.out_dir is not None:
         terminalreporter.write_line(

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Union
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -121,7 +122,7 @@ class Node:
     the 1-based index (``int``) of an earlier node, or a constant (``float``)."""
 
     op: str
-    inputs: tuple[Union[str, int], ...]
+    inputs: tuple[str | int | float, ...]
 
     def __post_init__(self) -> None:
         _known(self.op, tuple(GRAPH_OPS), "graph op")
@@ -131,8 +132,8 @@ class Node:
             )
 
 
-Layer = Union[Dense, Conv2d, Pool, Flatten, Dropout]
-Spec = Union[Layer, Node]
+Layer: TypeAlias = Dense | Conv2d | Pool | Flatten | Dropout
+Spec: TypeAlias = Layer | Node
 
 
 def dense(units: int, activation: str = "sigmoid") -> Dense:
@@ -165,7 +166,7 @@ def dropout(p: float) -> Dropout:
     return Dropout(p)
 
 
-def node(op: str, *inputs: Union[str, int]) -> Node:
+def node(op: str, *inputs: str | int | float) -> Node:
     return Node(op, tuple(inputs))
 
 
@@ -198,7 +199,7 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def layer_shapes(layers: tuple[Layer, ...], input_shape: tuple[int, ...]) -> dict[str, tuple]:
+def layer_shapes(layers: tuple[Spec, ...], input_shape: tuple[int, ...]) -> dict[str, tuple]:
     """Expected parameter shapes and per-layer output shapes (``"z<l>"``), validating geometry.
 
     ``input_shape`` excludes the batch axis.
@@ -289,7 +290,9 @@ class Case:
     x: NDArray[np.floating]
     y: NDArray[np.floating]
     masks: Mapping[str, NDArray[np.floating]] = field(default_factory=dict)
-    dtype: str | None = None
+    # None (the default) means the arrays' dtype: __post_init__ always replaces it by a name
+    # from DTYPES, so the attribute is typed as what every validated case has.
+    dtype: str = cast(str, None)
     seed: int | None = None
     case_id: str = field(init=False)
 
@@ -309,7 +312,12 @@ class Case:
         set_(self, "dtype", dtype)
         set_(self, "x", x)
         set_(self, "y", _as_array(self.y, "y", np.dtype(dtype)))
-        params = {k: _as_array(v, f"parameter {k}", np.dtype(dtype)) for k, v in self.params.items()}
+        for what, array in (("x", self.x), ("y", self.y)):
+            if array.ndim and array.shape[0] == 0:
+                raise CaseError(f"{what} has an empty batch (0 rows): a case needs at least "
+                                "one sample, the cost is a mean over the batch")
+        params = {k: _as_array(v, f"parameter {k}", np.dtype(dtype))
+                  for k, v in self.params.items()}
         set_(self, "params", MappingProxyType(params))
         masks = {k: _as_array(v, f"mask {k}", np.dtype(dtype)) for k, v in self.masks.items()}
         set_(self, "masks", MappingProxyType(masks))
@@ -318,6 +326,12 @@ class Case:
         else:
             _validate_network(self)
         set_(self, "case_id", _case_id(self))
+
+    def __reduce__(self) -> tuple[type[Case], tuple[object, ...]]:
+        """Pickled as its constructor's arguments (the array mappings are read-only views),
+        so a case can be sent to a worker process and is validated again there."""
+        return (Case, (self.family, self.layers, self.cost, dict(self.params), self.x, self.y,
+                       dict(self.masks), self.dtype, self.seed))
 
     @property
     def batch(self) -> int:
@@ -340,20 +354,22 @@ class Case:
             "param_shapes": {k: list(v.shape) for k, v in self.params.items()},
         }
 
-    def with_arrays(self, **changes: object) -> "Case":
+    def with_arrays(self, **changes: object) -> Case:
         """A new validated case with some of ``params``, ``x``, ``y``, ``masks`` replaced."""
-        fields = dict(family=self.family, layers=self.layers, cost=self.cost,
+        fields: dict[str, Any] = dict(family=self.family, layers=self.layers, cost=self.cost,
                       params=dict(self.params), x=self.x, y=self.y, masks=dict(self.masks),
                       dtype=self.dtype, seed=self.seed)
         fields.update(changes)
-        return Case(**fields)  # type: ignore[arg-type]
+        return Case(**fields)
 
-    def astype(self, dtype: str) -> "Case":
+    def astype(self, dtype: str) -> Case:
         """The same case with every array cast to ``dtype``."""
-        cast = lambda d: {k: v.astype(dtype) for k, v in d.items()}  # noqa: E731
+        def each(arrays: Mapping[str, NDArray[np.floating]]) -> dict[str, NDArray[np.floating]]:
+            return {k: v.astype(dtype) for k, v in arrays.items()}
+
         return Case(family=self.family, layers=self.layers, cost=self.cost,
-                    params=cast(self.params), x=self.x.astype(dtype), y=self.y.astype(dtype),
-                    masks=cast(self.masks), dtype=dtype, seed=self.seed)
+                    params=each(self.params), x=self.x.astype(dtype), y=self.y.astype(dtype),
+                    masks=each(self.masks), dtype=dtype, seed=self.seed)
 
 
 def _spec_fields(spec: Spec) -> dict:
@@ -381,7 +397,8 @@ def _validate_network(case: Case) -> None:
     if case.family == "cnn" and not any(isinstance(s, Conv2d) for s in layers):
         raise CaseError("family 'cnn' needs at least one conv2d layer")
     if case.family in ("mlp", "softmax") and case.x.ndim != 2:
-        raise CaseError(f"family {case.family!r} needs x of shape (N, features), got {case.x.shape}")
+        raise CaseError(f"family {case.family!r} needs x of shape (N, features), "
+                        f"got {case.x.shape}")
     if case.family == "softmax" and case.cost != "softmax_cross_entropy":
         raise CaseError(f"family 'softmax' needs cost 'softmax_cross_entropy', got {case.cost!r}")
     shapes = layer_shapes(layers, case.x.shape[1:])
@@ -419,6 +436,12 @@ def _validate_cost(cost: str, activation: str, y: NDArray, where: str) -> None:
         if np.any(y < 0) or np.any(np.abs(sums - 1) > tol):
             raise CaseError("softmax_cross_entropy targets must be non-negative rows summing to 1"
                             f" (row sums range {sums.min():.6g}..{sums.max():.6g})")
+
+
+def graph_nodes(case: Case) -> tuple[Node, ...]:
+    """``case.layers`` of a graph case, typed as the ``Node``s that validation made sure
+    every one of them is."""
+    return cast("tuple[Node, ...]", case.layers)
 
 
 def _validate_graph(case: Case) -> None:

@@ -10,11 +10,12 @@ import datetime as dt
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from . import plots
 from ..properties.comparison.records import number, read_records
+from . import plots
 from .summary import MATRIX_KEYS, VERDICTS, Summary, severity
 
 COMPARISON_KEYS = ("case_id",) + MATRIX_KEYS
@@ -33,9 +34,9 @@ def _environment() -> Environment:
     return env
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: Any) -> bool:  # Any: float() is tried on whatever value is
     try:
-        float(value)  # type: ignore[arg-type]
+        float(value)
     except (TypeError, ValueError):
         return False
     return True
@@ -124,7 +125,8 @@ def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
                   for r in by_case_tensor[(key[0], top.get("name"))] if r.get("dtype") == key[6]]
         marked, how = _entry_points(first, recs)
         out.append({
-            "id": f"drill-{i}", "key": dict(zip(COMPARISON_KEYS, key)), "records": recs,
+            "id": f"drill-{i}", "key": dict(zip(COMPARISON_KEYS, key, strict=True)),
+            "records": recs,
             "first": first, "how": how, "top": top, "others": others[:12],
             "detail": _detail(top.get("detail")),
             "bars": plots.layer_bars([str(r.get("name")) for r in recs],
@@ -170,13 +172,15 @@ def _max_per_step(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 def build(records_path: Path, out_dir: Path, environment: dict | None = None,
           conventions: list[dict] | None = None, cap: int = 50,
-          title: str = "backprop-oracle agreement report") -> Summary:
-    """Write ``report.html`` and ``summary.md`` into ``out_dir``; return the summary."""
+          title: str = "backprop-oracle agreement report", interrupted: bool = False) -> Summary:
+    """Write ``report.html`` and ``summary.md`` into ``out_dir``; return the summary
+    (``interrupted``: the job was stopped, the report covers what finished)."""
     records_path, out_dir = Path(records_path), Path(out_dir)
     first = _FirstPass(cap)
     for record in read_records(records_path):
         first.add(record)
     summary = first.summary
+    summary.interrupted = interrupted
     context = {
         "title": title,
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

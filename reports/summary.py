@@ -2,7 +2,8 @@
 precision x device x dtype, with counts of each verdict), skipped combinations with their
 reasons, the worst comparisons, margins (error / tolerance) per family and dtype, and the
 exit code of a run: 0 everything agrees (kinks allowed), 1 a divergence, a one-sided NaN
-or an oracle that raised (``records.FAILING``).
+or an oracle that raised (``records.FAILING``), 2 nothing was compared (no records, or only
+skipped and unsupported ones: no vacuous pass).
 
 A record's ``quantity`` is ``loss | grad | delta | update``, or ``skip`` for a combination
 that could not run (its ``detail`` says why); ``verdict`` is one of ``VERDICTS``.
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..properties.comparison.records import FAILING, VERDICTS, number, rank
 
@@ -37,6 +38,7 @@ class Summary:
     margins: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     worst_per_cell: dict[tuple, float] = field(default_factory=dict)
     cap: int = 50
+    interrupted: bool = False
 
     def add(self, record: dict) -> None:
         self.n_records += 1
@@ -68,7 +70,35 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(self.verdicts[v] for v in FAILING) else 0
+        """The process's exit code: 130 interrupted, 1 a failing verdict, else 0."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failing else 2 if not self.compared else 0
+
+    @property
+    def compared(self) -> int:
+        """How many records are comparisons: not a skipped combination, not ``unsupported``."""
+        return sum(n for v, n in self.verdicts.items() if v != "unsupported")
+
+    @property
+    def nothing_compared(self) -> str:
+        """Why the records pass only vacuously (nothing compared: none, or only skipped and
+        unsupported ones), in one line; ``""`` when something was compared."""
+        if self.compared:
+            return ""
+        if not self.n_records:
+            return "nothing was compared: no records (no case was run)"
+        reasons = [*self.skipped.values(),
+                   *(str(d.get("reason") or d.get("message") or "") for r in self.worst
+                     if isinstance(d := r.get("detail"), dict))]
+        reason = next((r for r in reasons if r), "no reason given")
+        return (f"nothing was compared: all {self.n_records} records are skipped or "
+                f"unsupported (e.g. {reason.splitlines()[0]})")
+
+    @property
+    def failing(self) -> int:
+        """How many comparisons have a failing verdict (``records.FAILING``)."""
+        return sum(self.verdicts[v] for v in FAILING)
 
     def to_json(self) -> dict:
         return {
@@ -76,12 +106,13 @@ class Summary:
             "cases": len(self.cases),
             "verdicts": {v: self.verdicts.get(v, 0) for v in VERDICTS},
             "exit_code": self.exit_code,
+            "interrupted": self.interrupted,
             "matrix": [
-                {**dict(zip(MATRIX_KEYS, key)), "counts": dict(counts),
+                {**dict(zip(MATRIX_KEYS, key, strict=True)), "counts": dict(counts),
                  "worst_margin": self.worst_per_cell.get(key)}
                 for key, counts in sorted(self.matrix.items())
             ],
-            "skipped": [{**dict(zip(MATRIX_KEYS, key)), "reason": reason}
+            "skipped": [{**dict(zip(MATRIX_KEYS, key, strict=True)), "reason": reason}
                         for key, reason in sorted(self.skipped.items())],
             "largest_margin": {f"{fam}/{dt}": max(m) for (fam, dt), m in self.margins.items()},
         }

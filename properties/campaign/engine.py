@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ...oracles import registry
 from ...oracles._common import MODES, PRECISIONS
 from ...oracles.base import Oracle
 from ...reference import backprop
 from ...reference.case import DTYPES, FAMILY_NAMES, Case
-from ..cases.strategies import cases as draw_cases
+from ..cases.strategies import Constraints, check_memory, iter_cases
 from ..comparison.compare import where
 from ..comparison.error_model import bounds
 from ..comparison.evaluate import evaluate
 from ..comparison.records import Record, error_record, replay_command, skip_record, to_jsonable
 from .output import Output, environment_of
+from .stopping import Interrupted, Stop
+from .worker import Worker, worker_for
 
 DEVICES = ("cpu", "cuda", "gpu")
 
@@ -57,15 +60,19 @@ class RunConfig:
                                  f"{', '.join(known)}")
         if self.cases < 0:
             raise ValueError(f"--cases must be >= 0, got {self.cases}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        for family in self.families:  # over-budget constraints: refused before any drawing
+            check_memory(family, Constraints.make(kinks=self.kinks, **self.constraints))
 
     def to_json(self) -> dict:
         return to_jsonable(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunConfig":
+    def from_json(cls, data: dict) -> RunConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
-                  if k in fields}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items() if k in fields}
         return cls(**values)
 
 
@@ -91,28 +98,44 @@ def skip_records(config: RunConfig, oracle: Oracle, device: str, reason: str) ->
             for family in config.families for dtype in config.dtypes]
 
 
-def draw(config: RunConfig) -> list[Case]:
-    drawn: list[Case] = []
+def draw(config: RunConfig) -> Iterator[Case]:
+    """The campaign's cases, family by family, each drawn only when asked for: case ``i``
+    of a family is ``case_at(family, config.seed, i)`` whatever ``config.cases`` is."""
     for family in config.families:
-        drawn += draw_cases(family, config.cases, config.seed, kinks=config.kinks,
-                            **config.constraints)
-    return drawn
+        yield from iter_cases(family, config.seed, 0, config.cases, kinks=config.kinks,
+                              **config.constraints)
 
 
-def run(config: RunConfig, out_dir: Path,
-        progress: Callable[[int, int], None] | None = None) -> int:
-    """Run the campaign into ``out_dir`` (records appended per case); return the number of
-    (case, dtype) units finished. The caller calls ``output.finish`` afterwards, also on
-    interruption."""
-    oracles = make_oracles(config)
-    runnable: list[tuple[Oracle, str]] = []
+def units(config: RunConfig) -> Iterator[tuple[Case, str]]:
+    """Every (case, dtype) the campaign runs, lazily: families x cases x dtypes, in that
+    order; memory stays flat in ``config.cases``."""
+    for case in draw(config):
+        for dtype in config.dtypes:
+            yield case, dtype
+
+
+def count(config: RunConfig) -> int:
+    """How many (case, dtype) units ``units(config)`` yields (for the progress bar)."""
+    return len(config.families) * config.cases * len(config.dtypes)
+
+
+def run(config: RunConfig, out_dir: Path, progress: Callable[[int, int], None] | None = None,
+        stop: Stop | None = None, timeout: float | None = None) -> int:
+    """Run the campaign into ``out_dir`` (records appended case by case); return the number
+    of (case, dtype) units finished. ``stop``: looked at between cases and oracles, the run
+    ends there when it is requested. ``timeout``: each oracle's evaluation of a case runs in a
+    killable worker process with this limit in seconds (``None``: in this process, no
+    limit). The caller calls ``output.finish`` afterwards, also on interruption."""
+    stop = stop or Stop()
     done = 0
-    with Output(out_dir) as output:
+    with Output(out_dir) as output, worker_for(timeout) as worker:
+        oracles = make_oracles(config)
         output.describe(config.to_json(), environment(config, oracles))
-        if {"torch", "jax"} & set(config.oracles):
+        if {"torch", "jax"} & set(config.oracles) and not stop.requested:
             from .conventions import measure
 
             output.describe(conventions=measure(config.devices))
+        runnable: list[tuple[Oracle, str]] = []
         for oracle in oracles:
             for device in config.devices:
                 reason = oracle.available(device)
@@ -120,33 +143,51 @@ def run(config: RunConfig, out_dir: Path,
                     output.write(skip_records(config, oracle, device, reason))
                 else:
                     runnable.append((oracle, device))
-        units = [(case, dtype) for case in draw(config) for dtype in config.dtypes]
-        for drawn, dtype in units:
+        total = count(config)
+        for drawn, dtype in units(config):
+            if stop.requested:
+                return done
             case = drawn.astype(dtype)
             output.save_case(case)
-            output.write(run_case(case, runnable, output.directory))
+            try:
+                records = run_case(case, runnable, output.directory, worker, stop)
+            except Interrupted:
+                return done
+            output.write(records)
             done += 1
             if progress:
-                progress(done, len(units))
+                progress(done, total)
     return done
 
 
-def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path
-             ) -> list[Record]:
+def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path,
+             worker: Worker | None = None, stop: Stop | None = None) -> list[Record]:
     """Every runnable oracle on one case, against the reference (computed once, as are the
-    error-model bounds)."""
+    error-model bounds; in the worker when there is one). Raises ``Interrupted`` when ``stop``
+    is requested before the case is complete."""
     replay = replay_command(case.case_id, out_dir)
+    records: list[Record] = []
+    if worker is not None:
+        for oracle, device in runnable:
+            _check(stop)
+            records += worker.evaluate(case, oracle, device, replay=replay, stop=stop)
+        return records
     try:
         reference = backprop(case)
         model = bounds(case)
     except Exception as exc:  # the reference itself failed: one record says so
         return [error_record(where(case, "reference", "reverse", "cpu", case.dtype,
                                    precision="strict", replay=replay), exc)]
-    records: list[Record] = []
     for oracle, device in runnable:
+        _check(stop)
         records += evaluate(case, oracle, device, reference=reference, model=model,
                             replay=replay)
     return records
+
+
+def _check(stop: Stop | None) -> None:
+    if stop is not None and stop.requested:
+        raise Interrupted
 
 
 def replay(case_id: str, out_dir: Path) -> list[Record]:

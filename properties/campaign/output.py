@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ...reference.case import Case
 from ..cases.case_io import save_case
@@ -69,7 +70,7 @@ class Output:
         self.close()
         return finish(self.directory, interrupted)
 
-    def __enter__(self) -> "Output":
+    def __enter__(self) -> Output:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,8 +93,8 @@ def finish(directory: Path, interrupted: bool = False) -> Any:
     if interrupted:
         env["status"] = "interrupted: the report covers the cases finished before the stop"
     summary = html.build(records, directory, environment=env,
-                         conventions=_read_json(directory / "conventions.json", []))
+                         conventions=_read_json(directory / "conventions.json", []),
+                         interrupted=interrupted)
     data = summary.to_json()
-    data["interrupted"] = interrupted
     (directory / "summary.json").write_text(json.dumps(to_jsonable(data), indent=1))
     return summary

@@ -6,7 +6,13 @@ One builder per family serves two drivers:
   ``any_cases()``), for ``@given`` tests: every architectural choice is a hypothesis draw,
   so failures shrink towards few, narrow layers and small batches;
 - a seeded NumPy generator (``cases(family, n, seed, **constraints)``), deterministic and
-  usable outside tests.
+  usable outside tests: case ``i`` is ``case_at(family, seed, i)``, drawn from its own
+  generator, and ``iter_cases`` draws them lazily, one at a time.
+
+**Memory.** Before drawing, constraints whose largest case would need more than the memory
+budget (``memory_budget``: the ``memory_budget`` constraint, ``BO_MEMORY_BUDGET``, or half
+the available memory) are refused with a ``ValueError`` naming them; ``estimate_bytes``
+states the estimate.
 
 Array values come from a NumPy generator seeded by one drawn integer (inputs ``N(0, 1)``,
 parameters from the reference's initialisers), so they are bounded, finite and normal.
@@ -21,8 +27,14 @@ inputs that are exactly 0 and tied max-pool windows then occur in every framewor
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from hypothesis import assume
@@ -31,9 +43,27 @@ from hypothesis import strategies as st
 from ...reference import conv, dense, pooling
 from ...reference.activations import KINKED, activation
 from ...reference.case import (
-    ACTIVATION_NAMES, COST_NAMES, DTYPES, FAMILY_NAMES, GRAPH_OPS, POOL_KINDS, Case, CaseError,
+    ACTIVATION_NAMES,
+    COST_NAMES,
+    DTYPES,
+    FAMILY_NAMES,
+    GRAPH_OPS,
+    POOL_KINDS,
+    Case,
+    CaseError,
     Conv2d,
-    Dense, Dropout, Layer, Node, Pool, avgpool, conv2d, flatten, l2pool, layer_shapes, maxpool, node,
+    Dense,
+    Dropout,
+    Layer,
+    Node,
+    Pool,
+    avgpool,
+    conv2d,
+    flatten,
+    l2pool,
+    layer_shapes,
+    maxpool,
+    node,
 )
 from ...reference.graph import forward as graph_forward
 from ...reference.init import init_params
@@ -94,6 +124,7 @@ class Constraints:
     kinks: bool = False
     extreme_logits: bool = True
     dropout: bool = True
+    memory_budget: int | str | None = None  # bytes or "4G"; None: see ``memory_budget()``
 
     def __post_init__(self) -> None:
         for name, known in (("activations", ACTIVATION_NAMES), ("costs", COST_NAMES),
@@ -111,14 +142,191 @@ class Constraints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.memory_budget is not None:
+            object.__setattr__(self, "memory_budget",
+                               parse_bytes(self.memory_budget, "memory_budget"))
 
     @classmethod
-    def make(cls, **kwargs: Any) -> "Constraints":
+    def make(cls, **kwargs: Any) -> Constraints:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValueError(f"unknown constraint(s) {unknown}; expected some of {sorted(known)}")
         return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- memory guard
+
+MEMORY_FRACTION = 0.5  # default budget: this fraction of the memory available now
+FALLBACK_BUDGET = 4 * 2**30  # where the available memory cannot be read
+BUDGET_ENV = "BO_MEMORY_BUDGET"
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
+_BYTES = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
+# the constraints that size each family's arrays, most influential first
+SIZE_CONSTRAINTS = {
+    "mlp": ("max_width", "max_layers", "max_batch"),
+    "softmax": ("max_width", "max_layers", "max_batch"),
+    "cnn": ("max_image", "max_conv_layers", "max_batch", "max_layers"),
+    "graph": ("max_nodes", "max_batch"),
+}
+
+
+def parse_bytes(value: Any, name: str) -> int:
+    """A positive byte count from an int or a string with an optional binary unit suffix
+    (``"4G"``, ``"512M"``, ``"1.5GiB"``; K/M/G/T/P are powers of 1024). ``name`` is the
+    setting named in the error."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:  # --constraint memory_budget=4G
+        value = value[0]
+    number: float | None = None
+    if isinstance(value, str):
+        match = _BYTES.fullmatch(value)
+        if match:
+            number = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+    if number is None or not math.isfinite(number) or number < 1:
+        raise ValueError(f"{name} must be a positive number of bytes, optionally with a unit "
+                         f"K, M, G or T (e.g. 4G), got {value!r}")
+    return int(number)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units, e.g. ``12.0 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of ``/proc/meminfo``, else
+    ``os.sysconf``), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def memory_budget(c: Constraints | None = None) -> tuple[int, str]:
+    """The bytes one drawn case may need, and where that figure comes from: the
+    ``memory_budget`` constraint, else the environment variable ``BO_MEMORY_BUDGET`` (bytes,
+    or with a unit suffix like ``4G``), else ``MEMORY_FRACTION`` of the available memory."""
+    how = f"set by {BUDGET_ENV} or the memory_budget constraint"
+    if c is not None and c.memory_budget is not None:
+        return int(c.memory_budget), f"memory_budget={c.memory_budget}"
+    env = os.environ.get(BUDGET_ENV, "").strip()
+    if env:
+        return parse_bytes(env, BUDGET_ENV), f"{BUDGET_ENV}={env}"
+    available = available_memory()
+    if available is None:
+        return FALLBACK_BUDGET, f"a fixed default; {how}"
+    return int(available * MEMORY_FRACTION), f"half the available memory; {how}"
+
+
+def estimate_bytes(layers: Sequence[Layer | Node], input_shape: tuple[int, ...], batch: int,
+                   itemsize: int = 8, leaves: int = 0) -> int:
+    """Bytes a case of this architecture needs while it is drawn, run by the reference and
+    checked by the finite-difference oracle (from the shapes alone; nothing is allocated)::
+
+        bytes = s * (2 P + X + Y + 3 A) + 8 * (4 P + X + Y + 5 A)
+
+    ``s`` the itemsize of the case dtype; ``P`` parameter elements (``W`` and ``b`` of every
+    dense / conv layer; for a graph ``leaves * width``); ``X = batch * prod(input_shape)``;
+    ``Y`` target elements (``batch`` times the last layer's output size); ``A`` activation
+    elements, ``batch * prod(z^l shape)`` summed over the layers (images ``batch x C x H x W``;
+    for a graph ``batch * width`` per node). In the case dtype: the case's params, x and y
+    and the reference's grads and ``z``, ``a``, ``delta`` per layer. In float64: the FD
+    oracle's copy of params, x, y, its cached forward pass (``z``, ``a``) and its answer
+    (gradient, error estimate and step per parameter and per ``delta`` element); this also
+    covers the drawing (params and x made in float64, then cast: about 3.5 P float64 at
+    the peak). Not included, each bounded on its own: the FD oracle's chunk of perturbed
+    copies (at most ``finite_differences.MEMORY_BUDGET``, 512 MiB, unless a single copy is
+    larger) and the frameworks' copies (about one more case in the framework's dtype)."""
+    if layers and all(isinstance(spec, Node) for spec in layers):
+        width = math.prod(input_shape)
+        P, X, A = leaves * width, batch * width, batch * width * len(layers)
+        Y = X
+    else:
+        shapes = layer_shapes(tuple(layers), tuple(input_shape))
+        P = sum(math.prod(v) for k, v in shapes.items() if not k.startswith("z"))
+        zs = [batch * math.prod(shapes[f"z{l}"]) for l in range(1, len(layers) + 1)]
+        X, Y, A = batch * math.prod(input_shape), zs[-1], sum(zs)
+    return itemsize * (2 * P + X + Y + 3 * A) + 8 * (4 * P + X + Y + 5 * A)
+
+
+def _worst_architecture(family: str, c: Constraints
+                        ) -> tuple[tuple[Layer | Node, ...], tuple[int, ...], int, int]:
+    """The largest case ``family``'s builder can draw under ``c``: (layers, input shape,
+    batch, graph leaves). Dense layers and inputs ``max_width`` wide, ``max_layers`` deep,
+    each hidden layer with a dropout; convs of 8 channels growing the image by 4 (kernel 1,
+    padding 2) each followed by a size-1 pool; graphs 8 wide, ``max_nodes`` long."""
+    if family in ("mlp", "softmax"):
+        W = c.max_width
+        if family == "mlp":
+            hidden: tuple[Layer, ...] = (Dense(W, "identity"),)
+            hidden += (Dropout(0.5),) if c.dropout else ()
+            layers = hidden * (c.max_layers - 1) + (Dense(min(W, 10), "identity"),)
+        else:
+            layers = (Dense(W, "identity"),) * min(1, c.max_layers - 1)
+            layers += (Dense(min(max(W, 2), 10), "identity"),)
+        return layers, (W,), c.max_batch, 0
+    if family == "cnn":
+        convs = (conv2d(8, 1, 1, 2, "identity"), maxpool(1, 1)) * c.max_conv_layers
+        head = (Dense(16, "identity"),) * min(1, c.max_layers - 1) + (Dense(10, "identity"),)
+        return (convs + (flatten(),) + head, (3, c.max_image, c.max_image),
+                min(4, c.max_batch), 0)
+    return (node("exp", "x"),) * c.max_nodes, (8,), min(8, c.max_batch), 3
+
+
+def _worst_bytes(family: str, c: Constraints) -> int:
+    layers, shape, batch, leaves = _worst_architecture(family, c)
+    itemsize = max(np.dtype(d).itemsize for d in c.dtypes)
+    return estimate_bytes(layers, shape, batch, itemsize, leaves)
+
+
+def _responsible(family: str, c: Constraints) -> str:
+    """The size constraints of ``family`` raised above their defaults such that setting one
+    back shrinks the largest case (all of ``family``'s size constraints if none), as
+    ``name=value``."""
+    names = SIZE_CONSTRAINTS[family]
+    defaults: dict[str, Any] = {f.name: f.default for f in fields(Constraints)}
+    worst = _worst_bytes(family, c)
+    raised = [n for n in names if getattr(c, n) > defaults[n]
+              and _worst_bytes(family, dataclasses.replace(c, **{n: defaults[n]})) < worst]
+    return ", ".join(f"{n}={getattr(c, n)}" for n in raised or names)
+
+
+def _refuse_over_budget(family: str, c: Constraints, need: int, what: str) -> None:
+    budget, source = memory_budget(c)
+    if need > budget:
+        raise ValueError(f"{_responsible(family, c)}: {what} needs about {format_bytes(need)}, "
+                         f"over the memory budget of {format_bytes(budget)} ({source})")
+
+
+def check_memory(family: str, c: Constraints) -> int:
+    """Refuse (``ValueError`` naming the constraints responsible and the budget) constraints
+    under which ``family``'s largest case (``_worst_architecture``, widest dtype allowed) needs
+    more than ``memory_budget(c)`` by ``estimate_bytes``; else return that estimate."""
+    need = _worst_bytes(family, c)
+    _refuse_over_budget(family, c, need, f"the largest {family} case these constraints allow")
+    return need
+
+
+def _guard(family: str, c: Constraints, layers: Sequence[Layer | Node],
+           input_shape: tuple[int, ...], batch: int, leaves: int = 0) -> None:
+    """The per-case safety net: called by the builders once the architecture is drawn and
+    before any of its arrays is allocated (the dtype is not drawn yet: the widest allowed)."""
+    itemsize = max(np.dtype(d).itemsize for d in c.dtypes)
+    need = estimate_bytes(layers, input_shape, batch, itemsize, leaves)
+    _refuse_over_budget(family, c, need, f"a drawn {family} case")
 
 
 # ---------------------------------------------------------------- values
@@ -258,13 +466,14 @@ def build_mlp(ch: Chooser, c: Constraints) -> Case:
     out = ch.integer(1, min(c.max_width, 10))
     acts = [ch.choice(c.activations) for _ in widths] + [_output_activation(cost, ch, c)]
     layers: tuple[Layer, ...] = ()
-    for w, a in zip(widths, acts):
+    for w, a in zip(widths, acts, strict=False):  # acts[-1]: the output layer
         layers += (Dense(w, a),)
         if c.dropout and ch.integer(0, 3) == 0:  # a quarter of hidden layers
             layers += (Dropout(ch.choice((0.25, 0.5))),)
     layers += (Dense(out, acts[-1]),)
     batch, features = ch.integer(1, c.max_batch), ch.integer(1, c.max_width)
     seed = ch.integer(0, 2**31 - 1)
+    _guard("mlp", c, layers, (features,), batch)
     rng = np.random.default_rng(seed)
     x = _values(rng, (batch, features), c.kinks)
     return _finish("mlp", layers, cost, x, ch, c, rng, seed)
@@ -282,6 +491,7 @@ def build_softmax(ch: Chooser, c: Constraints) -> Case:
     scale = ch.choice(scales)
     batch, features = ch.integer(1, c.max_batch), ch.integer(1, c.max_width)
     seed = ch.integer(0, 2**31 - 1)
+    _guard("softmax", c, layers, (features,), batch)
     rng = np.random.default_rng(seed)
     x = _values(rng, (batch, features), c.kinks)
     return _finish("softmax", layers, "softmax_cross_entropy", x, ch, c, rng, seed, scale)
@@ -325,6 +535,7 @@ def build_cnn(ch: Chooser, c: Constraints) -> Case:
     layers.append(Dense(ch.integer(1, 10), _output_activation(cost, ch, c)))
     batch = ch.integer(1, min(4, c.max_batch))
     seed = ch.integer(0, 2**31 - 1)
+    _guard("cnn", c, layers, (channels, size, size), batch)
     rng = np.random.default_rng(seed)
     x = _values(rng, (batch, channels, size, size), c.kinks)
     return _finish("cnn", tuple(layers), cost, x, ch, c, rng, seed)
@@ -346,7 +557,7 @@ def build_graph(ch: Chooser, c: Constraints) -> Case:
         if op in ("log", "reciprocal") and len(positive) == 2:
             op = ch.choice(_POSITIVE_OPS)  # no positive node yet: make one
         if op in ("log", "reciprocal"):
-            inputs = (ch.choice(positive[2:]),)
+            inputs: tuple[str | int | float, ...] = (ch.choice(positive[2:]),)
         elif op == "div":
             inputs = (ch.choice(refs), ch.choice(positive))
         elif GRAPH_OPS[op] == 2:
@@ -359,6 +570,7 @@ def build_graph(ch: Chooser, c: Constraints) -> Case:
             positive.append(l)
     cost = ch.choice([k for k in c.costs if k != "cross_entropy"] or ["quadratic"])
     seed = ch.integer(0, 2**31 - 1)
+    _guard("graph", c, nodes, (width,), batch, len(leaves))
     rng = np.random.default_rng(seed)
     dtype = ch.choice(c.dtypes)
     params = {p: rng.uniform(-1, 1, size=width).astype(dtype) for p in leaves}
@@ -384,6 +596,7 @@ BUILDERS: dict[str, Callable[[Chooser, Constraints], Case]] = {
 
 def _strategy(family: str, **constraints: Any) -> st.SearchStrategy[Case]:
     c = Constraints.make(**constraints)
+    check_memory(family, c)
     builder = BUILDERS[family]
 
     @st.composite
@@ -418,24 +631,68 @@ def any_cases(families: Sequence[str] = FAMILY_NAMES, **constraints: Any
     return st.one_of([_strategy(f, **constraints) for f in families])
 
 
+# Part of every drawn case's generator seed: fixed, never renumber (it would change every
+# drawn case). Case ``index`` of ``family`` under ``seed`` comes from
+# ``np.random.default_rng([seed, FAMILY_NUMBERS[family], index, attempt])``.
+FAMILY_NUMBERS = {"mlp": 1, "cnn": 2, "softmax": 3, "graph": 4}
+ATTEMPTS = 50  # draws of one case before its constraints are declared unsatisfiable
+
+
+def _natural(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _prepare(family: str, seed: Any, constraints: dict[str, Any]) -> tuple[Constraints, int]:
+    """Validate the arguments and refuse constraints over the memory budget, before drawing."""
+    if family not in BUILDERS:
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(BUILDERS)}")
+    seed = _natural(seed, "seed")
+    c = Constraints.make(**constraints)
+    check_memory(family, c)
+    return c, seed
+
+
+def _draw_at(family: str, c: Constraints, seed: int, index: int,
+             constraints: dict[str, Any]) -> Case:
+    builder, number = BUILDERS[family], FAMILY_NUMBERS[family]
+    for attempt in range(ATTEMPTS):
+        try:
+            return builder(RngChooser(np.random.default_rng([seed, number, index, attempt])), c)
+        except Rejected:
+            continue
+    raise ValueError(f"constraints {constraints} rejected {ATTEMPTS} draws of {family!r} "
+                     f"case {index}")
+
+
+def case_at(family: str, seed: int, index: int, **constraints: Any) -> Case:
+    """Case ``index`` of ``family`` under ``seed`` and ``constraints``, drawn from its own
+    generator (``FAMILY_NUMBERS``): the same whatever other cases are drawn, and in any order.
+    Constraints whose largest case exceeds the memory budget are refused (``check_memory``)."""
+    c, seed = _prepare(family, seed, constraints)
+    return _draw_at(family, c, seed, _natural(index, "index"), constraints)
+
+
+def iter_cases(family: str, seed: int, start: int = 0, stop: int | None = None,
+               **constraints: Any) -> Iterator[Case]:
+    """``case_at(family, seed, i, **constraints)`` for ``i`` in ``start, start + 1, ...``
+    up to ``stop`` (excluded; ``None``: without end), each drawn only when asked for. The
+    arguments are checked (and the memory budget applied) now, not at the first ``next``."""
+    c, seed = _prepare(family, seed, constraints)
+    start = _natural(start, "start")
+    if stop is not None and _natural(stop, "stop") < start:
+        raise ValueError(f"stop must be >= start ({start}), got {stop!r}")
+    indices = itertools.count(start) if stop is None else range(start, stop)
+    return (_draw_at(family, c, seed, i, constraints) for i in indices)
+
+
 def cases(family: str, n: int = 100, seed: int = 0, **constraints: Any) -> list[Case]:
     """``n`` cases of ``family`` drawn deterministically from ``seed`` under ``constraints``
     (fields of ``Constraints``: ``activations``, ``costs``, ``pools``, ``dtypes``,
-    ``max_layers``, ``max_width``, ``max_batch``, ``max_image``, ``kinks``, ...)."""
-    if family not in BUILDERS:
-        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(BUILDERS)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    ``max_layers``, ``max_width``, ``max_batch``, ``max_image``, ``kinks``, ``memory_budget``,
+    ...): ``case_at(family, seed, i)`` for ``i < n``, so the first cases do not depend on
+    ``n``. Draw lazily with ``iter_cases``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    c = Constraints.make(**constraints)
-    rng = np.random.default_rng(seed)
-    out: list[Case] = []
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 50 * (n + 1):
-            raise ValueError(f"constraints {constraints} rejected {attempts} draws of {family!r}")
-        try:
-            out.append(BUILDERS[family](RngChooser(rng), c))
-        except Rejected:
-            continue
-    return out
+    return list(iter_cases(family, seed, 0, int(n), **constraints))

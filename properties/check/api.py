@@ -20,9 +20,10 @@ one is.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from ...reference import backprop
 from ...reference.case import FAMILY_NAMES, Case
 from ...reference.result import Result
 from ..campaign.output import Output, environment_of
+from ..campaign.stopping import Interrupted, Stop, graceful
+from ..campaign.worker import worker_for
 from ..comparison.error_model import bounds
 from ..comparison.evaluate import BadReturn, evaluate
 from ..comparison.records import FAILING, Record, case_verdict, message
@@ -50,6 +53,7 @@ class Report:
     records: list[Record] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
     replay: str = ""
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -74,7 +78,8 @@ class Report:
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {v}" for v, n in sorted(self.counts().items()))
-        lines = [f"{self.name}: {len(self.cases)} cases: {counts or 'none run'}"]
+        stopped = " (interrupted: the cases finished before the stop)" if self.interrupted else ""
+        lines = [f"{self.name}: {len(self.cases)} cases{stopped}: {counts or 'none run'}"]
         for r in self.failures()[:10]:
             where = r.first_divergent_layer
             blame = r.detail.get("blame")
@@ -176,7 +181,25 @@ class Implementation(Oracle):
         self.impl, self.name = impl, name
 
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
-        return validate(case, self.impl(case))[0]
+        return validate(case, call(self.impl, case))[0]
+
+
+def call(impl: Callable[..., Any], *args: Any) -> Any:
+    """``impl(*args)``, with ``SystemExit``, ``KeyboardInterrupt`` and other
+    ``BaseException``s it raises turned into ``ImplementationExit`` (recorded as an
+    ``oracle_error``; the check goes on)."""
+    try:
+        return impl(*args)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise ImplementationExit(f"the implementation raised {type(exc).__name__}({exc})"
+                                 ) from exc
+
+
+class ImplementationExit(RuntimeError):
+    """The implementation raised ``SystemExit``, ``KeyboardInterrupt`` or another
+    ``BaseException`` (a stop asked for by the user never reaches it: see ``stopping``)."""
 
 
 # ---------------------------------------------------------------- checking
@@ -225,19 +248,40 @@ def check_case(impl: Implementation, case: Case, judges: Sequence[Oracle] = (),
 def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: int = 0,
           name: str | None = None, tiebreakers: Sequence[str] = ("torch", "jax"),
           replay: str = "", progress: Callable[[int, int], None] | None = None,
+          timeout: float | None = None, output: Output | None = None, stop: Stop | None = None,
           **constraints: Any) -> Report:
     """Run ``impl`` on ``cases`` (a list of ``Case``, or a family name: then ``n`` cases drawn
     from ``seed`` under ``constraints``, as ``bo.cases``) and compare with the reference.
 
     ``tiebreakers``: frameworks run where ``impl`` and the reference disagree, so the verdict
-    says which side is wrong (those not installed are left out)."""
+    says which side is wrong (those not installed are left out). ``timeout``: each case runs
+    in a worker process that is killed after this many seconds (the case is then an
+    ``oracle_error``); ``None`` runs ``impl`` in this process without a limit (it may be any
+    callable, and a debugger's breakpoints work). ``output``: records and cases are written
+    there as each case finishes. Ctrl-C or SIGTERM (in the main thread) stops between cases:
+    the report covers the finished cases and says ``interrupted``."""
     chosen = resolve_cases(cases, n, seed, constraints)
     label = name or impl_name(impl)
     judges = judges_for(tiebreakers)
     wrapped = Implementation(impl, label)
-    report = Report(name=label, cases=chosen, replay=replay)
-    for i, case in enumerate(chosen, 1):
-        report.records += check_case(wrapped, case, judges, replay)
-        if progress:
-            progress(i, len(chosen))
+    report = Report(name=label, replay=replay)
+    with graceful(stop) as stop, worker_for(timeout) as worker:
+        for i, case in enumerate(chosen, 1):
+            if stop.requested:
+                break
+            try:
+                records = (check_case(wrapped, case, judges, replay) if worker is None else
+                           worker.evaluate(case, wrapped, judges=judges,
+                                           replay=replay.format(case=case), stop=stop))
+            except Interrupted:
+                break
+            report.cases.append(case)
+            report.records += records
+            if output is not None:
+                output.save_case(case)
+                output.write(records)
+            if progress:
+                progress(i, len(chosen))
+        report.interrupted = stop.requested
     return report
+

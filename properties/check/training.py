@@ -5,19 +5,22 @@ not compound and the tolerance has an exact model)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ...reference import backprop
 from ...reference import training as ref_training
 from ...reference.case import Case
+from ..campaign.output import Output
+from ..campaign.stopping import Stop, graceful
 from ..comparison.compare import where
 from ..comparison.error_model import KAPPA, bounds, tolerance, unit_roundoff
 from ..comparison.evaluate import BadReturn
 from ..comparison.records import Record, bad_return_record, error_record
-from .api import Report, check_array, describe_case, impl_name, resolve_cases
+from .api import Report, call, check_array, describe_case, impl_name, resolve_cases
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def check_training_case(impl: TrainImpl, case: Case, training: Training, name: s
                                                   training.convention)
         one = dataclasses.replace(training, steps=1, start=t, velocity=velocity)
         try:
-            returned = impl(at_t, one)
+            returned = call(impl, at_t, one)
             got = _step_params(at_t, returned, t)
         except BadReturn as exc:
             return rows + [bad_return_record({**at, "step": t}, "-", str(exc), None)]
@@ -106,14 +109,14 @@ def check_training_case(impl: TrainImpl, case: Case, training: Training, name: s
 
 def _step_params(case: Case, returned: Any, t: int) -> dict[str, np.ndarray]:
     if not isinstance(returned, Sequence) or len(returned) != 1:
-        raise BadReturn(f"{describe_case(case)}: step {t}: expected a list with the parameters after "
-                        f"the one step asked for, got {type(returned).__name__}"
+        raise BadReturn(f"{describe_case(case)}: step {t}: expected a list with the parameters "
+                        f"after the one step asked for, got {type(returned).__name__}"
                         + (f" of length {len(returned)}" if isinstance(returned, Sequence)
                            else ""))
     after = returned[0]
     if not isinstance(after, Mapping):
-        raise BadReturn(f"{describe_case(case)}: step {t}: parameters are a {type(after).__name__}, "
-                        f"expected a dict keyed like case.params")
+        raise BadReturn(f"{describe_case(case)}: step {t}: parameters are a "
+                        f"{type(after).__name__}, expected a dict keyed like case.params")
     missing = [k for k in case.params if k not in after]
     extra = sorted(set(map(str, after)) - set(case.params))
     if missing or extra:
@@ -146,13 +149,24 @@ def update_record(at: dict[str, Any], name: str, t: int, eta: float, expected: n
 
 def check_training(impl: TrainImpl, cases: Sequence[Case] | Case | str,
                    training: Training | None = None, *, n: int = 10, seed: int = 0,
-                   name: str | None = None, replay: str = "", **constraints: Any) -> Report:
+                   name: str | None = None, replay: str = "", output: Output | None = None,
+                   stop: Stop | None = None, **constraints: Any) -> Report:
     """Check ``impl(case, training) -> [params after each step]`` step by step against the
-    reference's SGD with momentum and schedule (``Training``). Cases as in ``check``."""
+    reference's SGD with momentum and schedule (``Training``). Cases, ``output`` and stopping
+    as in ``check`` (the implementation runs in this process)."""
     chosen = resolve_cases(cases, n, seed, constraints)
     training = training or Training()
     label = name or impl_name(impl)
-    report = Report(name=label, cases=chosen, replay=replay)
-    for case in chosen:
-        report.records += check_training_case(impl, case, training, label, replay)
+    report = Report(name=label, replay=replay)
+    with graceful(stop) as stop:
+        for case in chosen:
+            if stop.requested:
+                break
+            records = check_training_case(impl, case, training, label, replay)
+            report.cases.append(case)
+            report.records += records
+            if output is not None:
+                output.save_case(case)
+                output.write(records)
+        report.interrupted = stop.requested
     return report

@@ -34,15 +34,15 @@ import math
 import re
 import zipfile
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ...reference import backprop
-from ...reference.case import LEAKY_SLOPE
-from ...reference.case import Case, CaseError
+from ...reference.case import LEAKY_SLOPE, Case, CaseError
 from ...reference.result import Result
 from ..cases.case_io import case_arrays, case_from_parts
 from ..comparison.compare import kink_rows
@@ -118,7 +118,7 @@ def _generator() -> dict[str, str]:
         from importlib.metadata import version
 
         ours = version("backprop-oracle")
-    except Exception:  # noqa: BLE001 - not installed: still a valid export
+    except Exception:  # not installed: still a valid export
         ours = "unknown"
     return {"name": "backprop-oracle", "version": ours, "numpy": np.__version__}
 
@@ -153,7 +153,7 @@ def vector_arrays(case: Case) -> dict[str, np.ndarray]:
             raise VectorError(f"case {case.case_id} ({case.describe()}): {key} is not finite; "
                               "it cannot be a conformance vector")
     near = kink_rows(case, b, (result,), KAPPA * 2 * u)
-    arrays.kinked = {l: f"{b.kinked[l]}, batch rows "  # type: ignore[attr-defined]
+    arrays.kinked = {l: f"{b.kinked[l]}, batch rows "
                      f"{[int(i) for i in np.flatnonzero(rows)]}"
                      for l, rows in near.items() if rows.any()}
     return arrays
@@ -217,7 +217,8 @@ def export(directory: Path | str, cases: Sequence[Case], *, seed: int | None = N
         if case.case_id in seen:
             continue
         seen.add(case.case_id)
-        arrays = vector_arrays(case)
+        # Any: numpy's stub would otherwise match the arrays against savez's allow_pickle
+        arrays: dict[str, Any] = vector_arrays(case)
         npz = directory / f"{case.case_id}.npz"
         np.savez_compressed(npz, **arrays)
         doc = _case_document(case, arrays, npz)
@@ -500,9 +501,18 @@ def read_index(directory: Path | str) -> dict:
 
 def load_vectors(directory: Path | str) -> list[Vector]:
     """Every vector listed in ``directory/index.json``, validated (``VectorError`` names the
-    first bad file). ``[v.case for v in load_vectors(d)]`` are the cases."""
+    first bad file; an index listing no case, or a case twice, is refused: it would pass
+    vacuously or count a case twice). ``[v.case for v in load_vectors(d)]`` are the cases."""
     directory = Path(directory)
     index = read_index(directory)
+    if not index["cases"]:
+        raise VectorError(f"{directory}: index.json lists no cases: nothing to verify")
+    seen: set[str] = set()
+    for entry in index["cases"]:
+        if entry["case_id"] in seen:
+            raise VectorError(f"{directory / 'index.json'}: case_id {entry['case_id']} listed "
+                              "twice")
+        seen.add(entry["case_id"])
     vectors = []
     for entry in index["cases"]:
         vector = load_vector(directory, entry["case_id"])
@@ -526,7 +536,7 @@ def stale(vector: Vector) -> list[str]:
     within the stored tolerance (vectors made by another version of the reference)."""
     fresh = backprop(vector.case)
     bad = []
-    pairs = [("loss", vector.expected.loss, fresh.loss)]
+    pairs: list[tuple[str, Any, Any]] = [("loss", vector.expected.loss, fresh.loss)]
     pairs += [(k, v, fresh.grads.get(k)) for k, v in vector.expected.grads.items()]
     pairs += [(k, v, fresh.deltas.get(k)) for k, v in vector.expected.deltas.items()]
     for k, stored, now in pairs:
@@ -589,6 +599,8 @@ def write_results(directory: Path | str, outputs: Mapping[str, Mapping[str, Any]
     paths = []
     for case_id, arrays in outputs.items():
         path = directory / f"{_case_id(case_id, str(directory))}.npz"
-        np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+        # Any: numpy's stub would otherwise match the arrays against savez's allow_pickle
+        named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(path, **named)
         paths.append(path)
     return paths

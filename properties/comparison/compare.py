@@ -27,8 +27,9 @@ carries it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,11 +37,17 @@ from numpy.typing import NDArray
 from ...reference.case import Case, parametrised
 from ...reference.result import Result
 from .error_model import (
-    KAPPA, Bounds, bounds, describe, tolerance, underflow_floor, unit_roundoff,
+    KAPPA,
+    Bounds,
+    bounds,
+    describe,
+    tolerance,
+    underflow_floor,
+    unit_roundoff,
 )
 from .records import Record, delta_layer, most_severe, replay_command, versions
 
-Array = NDArray[np.float64]
+Array = NDArray[np.floating]
 
 
 def provenance(*results: Result) -> dict[str, str]:
@@ -86,8 +93,8 @@ def kink_rows(case: Case, b: Bounds, results: tuple[Result, ...], scale: float
     """Per kinked layer ``l``, the batch rows with a kink point within reach."""
     rows: dict[int, NDArray[np.bool_]] = {}
     radius: dict[str, Array] = {}
-    for r in results:
-        for key, val in (r.meta.get("kink_radius") or {}).items():
+    for result in results:
+        for key, val in (result.meta.get("kink_radius") or {}).items():
             radius[key] = np.maximum(radius.get(key, 0.0), np.asarray(val, np.float64))
     N = case.batch
     for l, kind in b.kinked.items():
@@ -101,7 +108,7 @@ def kink_rows(case: Case, b: Bounds, results: tuple[Result, ...], scale: float
             ea = prev.reshape(N, -1).max(axis=1) * scale if l > 1 else np.zeros(N)
             ra = np.broadcast_to(radius.get(f"a{l - 1}", 0.0), (N,))
             near = gap <= 2 * (ra + ea).reshape(N, *[1] * (gap.ndim - 1))
-        rows[l] = near.reshape(N, -1).any(axis=1)
+        rows[l] = np.asarray(near.reshape(N, -1).any(axis=1))
     return rows
 
 
@@ -155,7 +162,7 @@ def _make_record(where: dict[str, Any], quantity: str, name: str, t: _Tensor, ve
 
 
 def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str, Array, Array]]:
-    out = []
+    out: list[tuple[str, str, Array, Array]] = []
     if expected.loss is not None and actual.loss is not None:  # an implementation may omit it
         out.append(("loss", "loss", np.asarray(expected.loss, np.float64),
                     np.asarray(actual.loss, np.float64)))
@@ -171,16 +178,30 @@ def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str,
 
 
 def _non_finite_note(result: Result, name: str) -> str:
-    value = result.grads.get(name, result.deltas.get(name))
-    if value is None:
+    """Where ``result``'s tensor ``name`` is not finite, in words: how many NaN and how many
+    infinite values (with their signs), from whom, and the first one (``""`` if finite). A
+    one-sided inf keeps the verdict ``nan`` (the record contract has no inf verdict); this
+    message tells the two apart."""
+    raw = result.loss if name == "loss" else result.grads.get(name, result.deltas.get(name))
+    if raw is None:
         return ""
+    value = np.asarray(raw, np.float64)
     bad = np.argwhere(~np.isfinite(value))
     if not len(bad):
         return ""
+    n_nan = int(np.isnan(value).sum())
+    signs = {s: int(np.sum(value == v)) for s, v in (("+inf", np.inf), ("-inf", -np.inf))}
+    n_inf = sum(signs.values())
+    kinds = ", ".join(s for s, n in signs.items() if n)
+    what = (f"{n_nan} NaN value(s)" if not n_inf else
+            f"{n_inf} infinite value(s) ({kinds})" if not n_nan else
+            f"{len(bad)} non-finite value(s) ({n_nan} NaN, {n_inf} infinite: {kinds})")
     method = str(result.meta.get("method", "?"))
-    who = "the implementation" if method == "implementation" else f"the oracle ({method})"
-    return (f"{name}: {len(bad)} non-finite value(s) from {who}, first at index "
-            f"{tuple(int(i) for i in bad[0])}")
+    who = ("the implementation" if method == "implementation" else
+           "the reference" if method == "reference" else f"the oracle ({method})")
+    first = tuple(int(i) for i in bad[0])
+    shown = "nan" if np.isnan(value[first]) else f"{float(value[first]):+}"
+    return f"{name}: {what} from {who}, first at index {first}: {shown}"
 
 
 @dataclass
@@ -223,7 +244,8 @@ class Comparison:
             rec = _make_record(where, quantity, name, t, self.verdicts[name], text)
             rec.detail = {**methods, "kink_rows": int(_rows_for(layer_of(case, name), self.rows,
                                                                 case.batch).sum())}
-            note = _non_finite_note(self.actual, name) if rec.verdict == "nan" else ""
+            note = (_non_finite_note(self.actual, name) or _non_finite_note(self.expected, name)
+                    if rec.verdict == "nan" else "")
             if note:
                 rec.detail["message"] = note
             rec.detail.update(detail)
@@ -284,7 +306,7 @@ def _verdicts(case: Case, compared: Mapping[str, tuple[str, _Tensor, str]],
               rows: dict[int, NDArray[np.bool_]]) -> dict[str, str]:
     out: dict[str, str] = {}
     N = case.batch
-    for name, (quantity, t, _) in compared.items():
+    for name, (_, t, _) in compared.items():
         if t.one_sided.any():
             out[name] = "nan"
         elif not t.beyond.any():

@@ -4,8 +4,9 @@ against ``torch.optim.SGD`` and ``optax.sgd`` with the framework's own gradients
 
 Each step is teacher-forced: the framework starts from the reference's parameters and
 velocity at that step, so its error does not compound and has an exact model:
-``tol_t`` = ``properties.check.training.update_tolerance`` (``eta_t tol(grad)`` plus the rounding of the update)
-with ``tol(grad)`` the comparison's error-model tolerance for the gradient at ``w_t``.
+``tol_t`` = ``properties.check.training.update_tolerance`` (``eta_t tol(grad)`` plus the
+rounding of the update) with ``tol(grad)`` the comparison's error-model tolerance for the
+gradient at ``w_t``.
 One ``update`` record per parameter and step (its ``step`` field), so the report plots how the
 error evolves along the trajectory.
 
@@ -23,8 +24,8 @@ from hypothesis import given
 import backprop_oracle as bo
 from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
-from backprop_oracle.properties.cases import strategies as S
 from backprop_oracle.properties.campaign.assertions import assert_agree
+from backprop_oracle.properties.cases import strategies as S
 from backprop_oracle.properties.check.training import update_record, update_tolerance
 from backprop_oracle.properties.comparison.compare import where
 from backprop_oracle.properties.comparison.records import Record
@@ -116,7 +117,7 @@ def test_optax_schedules_round_the_learning_rate_to_float32() -> None:
     """With the exact schedule the float64 comparison diverges by exactly the rounding of
     eta to float32; if optax ever computes it in float64, this fails and the mapping goes."""
     pytest.importorskip("optax")
-    case = bo.cases("mlp", 1, seed=4, max_layers=2, max_width=4, dtypes=["float64"])[0]
+    case = bo.cases("mlp", 1, seed=0, max_layers=2, max_width=4, dtypes=["float64"])[0]
     exact = update_records(case, "jax", JaxOracle(), optax_step)
     mapped = update_records(case, "jax", JaxOracle(), optax_step, schedule=optax_rate)
     assert any(r.verdict == "diverge" for r in exact)
@@ -132,4 +133,5 @@ def test_classic_convention_differs_from_the_frameworks_once_eta_changes() -> No
     assert all(r.verdict == "agree" for r in records)
     final_classic = classic.params[-1]
     final_pytorch = training.train(case, STEPS, SCHEDULE, mu=MU).params[-1]
-    assert any(not np.allclose(final_classic[k], final_pytorch[k], rtol=1e-9) for k in final_classic)
+    assert any(not np.allclose(final_classic[k], final_pytorch[k], rtol=1e-9)
+               for k in final_classic)

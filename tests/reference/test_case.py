@@ -373,3 +373,14 @@ def test_describe_and_spec() -> None:
     assert spec["layers"][1] == {"type": "pool", "kind": "avg", "size": 2, "stride": 2}
     assert spec["param_shapes"] == {"W1": [2, 1, 3, 3], "b1": [2], "W2": [1, 8], "b2": [1]}
     assert case.batch == 2
+
+
+@pytest.mark.parametrize("family", ["mlp", "graph"])
+def test_an_empty_batch_is_refused_when_the_case_is_built(family: str) -> None:
+    """Reliability issue item 10: ``x`` with 0 rows was accepted, then ``backprop`` raised a
+    bare ``ValueError``; ``y`` with 0 rows likewise."""
+    case = mlp_case() if family == "mlp" else graph_case((bo.node("neg", "x"),))
+    with pytest.raises(CaseError, match=re.escape("x has an empty batch (0 rows)")):
+        case.with_arrays(x=np.zeros((0, case.x.shape[1])), y=np.zeros((0, case.y.shape[1])))
+    with pytest.raises(CaseError, match=re.escape("y has an empty batch (0 rows)")):
+        case.with_arrays(y=np.zeros((0, case.y.shape[1])))

@@ -3,12 +3,11 @@ the worst comparison with its drill-down, skipped cells with their reason; size 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
-import re
-
-from backprop_oracle.reports import html
 from backprop_oracle.properties.comparison.records import Record, RecordWriter
+from backprop_oracle.reports import html
 
 from ._records import planted_divergence, record, skip
 

@@ -27,7 +27,8 @@ def test_counts_per_cell_and_verdict() -> None:
     (["agree", "diverge"], 1), (["nan"], 1), (["oracle_error", "agree"], 1),
 ])
 def test_exit_code(verdicts: list[str], code: int) -> None:
-    assert summarise([record(f"c{i}", verdict=v).to_dict() for i, v in enumerate(verdicts)]).exit_code == code
+    records = [record(f"c{i}", verdict=v).to_dict() for i, v in enumerate(verdicts)]
+    assert summarise(records).exit_code == code
 
 
 def test_worst_first_and_capped() -> None:

@@ -85,7 +85,7 @@ def test_round_trip_gives_identical_cases_and_answers(exported, cases) -> None:
     loaded = V.load_vectors(exported)
     assert [v.case.case_id for v in loaded] == [c.case_id for c in cases]
     assert any(c.masks for c in cases)  # dropout masks travel too
-    for v, c in zip(loaded, cases):
+    for v, c in zip(loaded, cases, strict=True):
         assert v.case.spec() == c.spec()
         for got, want in ((v.case.params, c.params), (v.case.masks, c.masks)):
             assert set(got) == set(want)
@@ -217,7 +217,7 @@ def test_example_outside_implementation_reads_and_writes_only_files(exported, tm
 
 @pytest.mark.parametrize("args, words", [
     (["vectors", "export", "{tmp}/v", "--families", "rnn"], "unknown ['rnn']"),
-    (["vectors", "export", "{tmp}/v", "--cases", "0"], "--cases must be >= 1"),
+    (["vectors", "export", "{tmp}/v", "--cases", "0"], "--cases: 0 cases compares nothing"),
     (["vectors", "export", "{tmp}/v", "--constraint", "max_width=0"], "max_width"),
     (["vectors", "verify", "{tmp}/nowhere", "{tmp}"], "not a directory of vectors"),
     (["vectors", "verify", "{tmp}", "{tmp}"], "no index.json"),

@@ -1,0 +1,118 @@
+"""A per-case time limit that really stops the work: each evaluation runs in a worker process
+(``pebble.ProcessPool`` with one worker, started by a fresh ``forkserver`` interpreter, so no
+framework threads are forked) that is killed and replaced when the case runs past the limit,
+or when the user stops the job.
+
+The task is ``evaluate`` itself, sent with ``cloudpickle`` (an adapter may be a lambda or a
+function from a file that is not importable by name). The worker keeps the last case's
+reference result and error-model bounds, so the oracles of one case share them, and the
+frameworks' compiled-function caches live on in it from case to case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+from collections.abc import Sequence
+from concurrent.futures import CancelledError
+from typing import Any
+
+import cloudpickle
+from pebble import ProcessExpired, ProcessPool
+
+from ...oracles.base import Oracle
+from ...reference import backprop
+from ...reference.case import Case
+from ..comparison.compare import where
+from ..comparison.error_model import bounds
+from ..comparison.evaluate import evaluate
+from ..comparison.records import Record, error_record
+from .stopping import Interrupted, Stop
+
+POLL = 0.1  # seconds between looks at the stop flag while a case runs
+
+
+class CaseTimeout(RuntimeError):
+    """The case ran past the time limit; its worker was killed."""
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended while running the case (a crash, ``os._exit``)."""
+
+
+def _ignore_interrupts() -> None:
+    """Worker start-up: Ctrl-C reaches the whole process group; the parent decides."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_LAST: dict[str, Any] = {}  # in the worker: the last case's id, reference and bounds
+
+
+def _evaluate(payload: bytes) -> list[Record]:
+    case, oracle, device, judges, replay = cloudpickle.loads(payload)
+    if _LAST.get("case_id") != case.case_id:
+        _LAST.clear()
+        _LAST.update(case_id=case.case_id, reference=backprop(case), model=bounds(case))
+    return evaluate(case, oracle, device, reference=_LAST["reference"], model=_LAST["model"],
+                    judges=judges, replay=replay)
+
+
+class Worker:
+    """Runs ``evaluate`` for one (case, oracle) at a time in a killable worker process."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.pool = ProcessPool(max_workers=1, initializer=_ignore_interrupts,
+                                context=multiprocessing.get_context("forkserver"))
+
+    def evaluate(self, case: Case, oracle: Oracle, device: str = "cpu", *,
+                 judges: Sequence[Oracle] = (), replay: str | None = None,
+                 stop: Stop | None = None) -> list[Record]:
+        """``evaluate``'s records; a case past the limit or a worker that died is one
+        ``oracle_error`` record saying so. Raises ``Interrupted`` when ``stop`` is requested
+        while the case runs."""
+        payload = cloudpickle.dumps((case, oracle, device, tuple(judges), replay))
+        future = self.pool.schedule(_evaluate, args=(payload,), timeout=self.timeout)
+        while True:
+            try:
+                return list(future.result(timeout=POLL))
+            except TimeoutError as exc:
+                if future.done():  # the task's own limit: pebble killed the worker
+                    return self._failed(case, oracle, device, replay, CaseTimeout(
+                        f"the case ran past the time limit of {self.timeout:g} s "
+                        "(--case-timeout); its worker process was stopped"), exc)
+                if stop is not None and stop.requested:
+                    future.cancel()
+                    raise Interrupted from None
+            except ProcessExpired as exc:
+                return self._failed(case, oracle, device, replay, WorkerDied(
+                    f"the worker process ended with exit code {exc.exitcode} while running "
+                    "the case"), exc)
+            except CancelledError:
+                raise Interrupted from None
+            except Exception as exc:  # the reference itself failed in the worker
+                return self._failed(case, oracle, device, replay, exc, exc)
+
+    @staticmethod
+    def _failed(case: Case, oracle: Oracle, device: str, replay: str | None,
+                error: Exception, cause: BaseException) -> list[Record]:
+        error.__cause__ = cause
+        return [error_record(where(case, oracle.name, oracle.mode, device, case.dtype,
+                                   precision=oracle.precision, replay=replay), error)]
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.pool.join()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def worker_for(timeout: float | None) -> contextlib.AbstractContextManager[Worker | None]:
+    """A ``Worker`` with this limit, or ``None`` (evaluate in this process) for no limit."""
+    return Worker(timeout) if timeout else contextlib.nullcontext()
