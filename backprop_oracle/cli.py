@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,27 +32,26 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def _non_negative_int(value: str) -> int:
-    """``--seed``: an integer >= 0 (NumPy's generators take no negative seed)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
+def _integer(minimum: int, zero: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (``zero``: the message for 0 when 0 is
+    refused)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(zero if number == 0 and zero else
+                                             f"must be >= {minimum}, got {number}")
+        return number
+
+    return parse
 
 
-def _case_count(value: str) -> int:
-    """``--cases``: an integer >= 1 (0 cases would compare nothing and pass vacuously)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("0 cases compares nothing; give 1 or more" if number == 0
-                                         else f"must be >= 1, got {number}")
-    return number
+_non_negative_int = _integer(0)  # --seed: NumPy's generators take no negative seed
+_case_count = _integer(1, "0 cases compares nothing; give 1 or more")  # --cases
 
 
 class _Parser(argparse.ArgumentParser):
