@@ -16,6 +16,10 @@ from ...reference.case import Case
 from ..comparison.records import FAILING, Record, replay_command
 from .output import Output
 
+__all__ = [
+    "assert_agree", "describe_failure", "failure_dir"
+]
+
 
 def failure_dir() -> Path:
     return Path(os.environ.get("BO_FAILURES", ".bo-failures"))

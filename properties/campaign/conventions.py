@@ -11,6 +11,10 @@ import numpy as np
 
 from ...reference import activations, pooling
 
+__all__ = [
+    "measure", "reference_conventions", "TIED"
+]
+
 TIED = np.ones((1, 1, 2, 2))
 
 

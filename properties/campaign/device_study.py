@@ -34,6 +34,10 @@ from ..comparison.error_model import bounds
 from ..comparison.evaluate import evaluate
 from ..comparison.records import message
 
+__all__ = [
+    "ACCELERATOR", "markdown", "measure_case", "run_study", "spread", "Study"
+]
+
 ACCELERATOR = {"torch": "cuda", "jax": "gpu"}
 
 

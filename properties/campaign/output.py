@@ -25,6 +25,10 @@ from ...reference.case import Case
 from ..cases.case_io import save_case
 from ..comparison.records import Record, RecordWriter, to_jsonable, versions
 
+__all__ = [
+    "environment_of", "finish", "Output"
+]
+
 
 def environment_of(**extra: str) -> dict[str, str]:
     """Library versions, the platform and the command line, and ``extra``."""

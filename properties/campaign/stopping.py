@@ -19,6 +19,10 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+__all__ = [
+    "EXIT_INTERRUPTED", "graceful", "Interrupted", "Stop"
+]
+
 EXIT_INTERRUPTED = 130
 
 

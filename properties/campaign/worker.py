@@ -30,6 +30,10 @@ from ..comparison.evaluate import evaluate
 from ..comparison.records import Record, error_record
 from .stopping import Interrupted, Stop
 
+__all__ = [
+    "CaseTimeout", "POLL", "Worker", "worker_for", "WorkerDied"
+]
+
 POLL = 0.1  # seconds between looks at the stop flag while a case runs
 
 

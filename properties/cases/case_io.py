@@ -23,6 +23,10 @@ from ...reference.case import (
     Spec,
 )
 
+__all__ = [
+    "case_arrays", "case_from_parts", "load_case", "save_case", "spec_from_json", "SPEC_TYPES"
+]
+
 SPEC_TYPES = {"dense": Dense, "conv2d": Conv2d, "pool": Pool, "flatten": Flatten,
               "dropout": Dropout, "node": Node}
 

@@ -19,6 +19,10 @@ from ...reference.case import (
 )
 from ...reference.init import init_params
 
+__all__ = [
+    "cnn", "every_family", "graph", "mlp", "mlp_cross_entropy", "mlp_dropout", "seed001", "softmax"
+]
+
 
 def seed001(dtype: str = "float64") -> Case:
     """Seed 001's network: inputs (1, 0, 1), sigmoid units 4, 5 and 6, target 1.

@@ -22,6 +22,11 @@ from ..comparison.evaluate import BadReturn
 from ..comparison.records import Record, bad_return_record, error_record
 from .api import Report, call, check_array, describe_case, impl_name, resolve_cases
 
+__all__ = [
+    "check_training", "check_training_case", "TrainImpl", "Training", "update_record",
+    "update_tolerance"
+]
+
 
 @dataclass(frozen=True)
 class Training:

@@ -48,6 +48,13 @@ from ..cases.case_io import case_arrays, case_from_parts
 from ..comparison.compare import kink_rows
 from ..comparison.error_model import KAPPA, bounds, tolerance, underflow_floor, unit_roundoff
 
+__all__ = [
+    "CASE_ID", "CONVENTIONS", "export", "FLOAT_DTYPES", "load_cases", "load_vector",
+    "load_vectors", "MAX_ARRAY_BYTES", "MAX_JSON_BYTES", "MAX_MEMBERS", "read_index", "read_json",
+    "read_npz", "read_results", "SCHEMA_VERSION", "stale", "Vector", "vector_arrays",
+    "VectorError", "verify", "write_results"
+]
+
 SCHEMA_VERSION = 1
 MAX_ARRAY_BYTES = 256 * 2**20  # per array, and per .npz in total
 MAX_JSON_BYTES = 16 * 2**20

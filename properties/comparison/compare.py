@@ -47,6 +47,11 @@ from .error_model import (
 )
 from .records import Record, delta_layer, most_severe, replay_command, versions
 
+__all__ = [
+    "Array", "compare", "compare_results", "Comparison", "first_divergent_layer", "kink_rows",
+    "layer_of", "provenance", "screen_then_locate", "where"
+]
+
 Array = NDArray[np.floating]
 
 

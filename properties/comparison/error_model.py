@@ -66,6 +66,11 @@ from ...reference.costs import softmax as softmax_fn
 from ...reference.costs import softplus
 from ...reference.layers import NO_ARRAYS, LayerArrays, layer_arrays, layer_rule
 
+__all__ = [
+    "Array", "Bounds", "bounds", "describe", "KAPPA", "smallest_normal", "tolerance",
+    "underflow_floor", "UNIT_ROUNDOFF", "unit_roundoff"
+]
+
 Array = NDArray[np.floating]  # float64 at run time; floating is what numpy's stubs return
 KAPPA = 2.0
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24,

@@ -30,6 +30,10 @@ from .compare import Comparison, compare_results, where
 from .error_model import Bounds, bounds
 from .records import Record, bad_return_record, error_record, unsupported_record
 
+__all__ = [
+    "BadReturn", "evaluate", "tie_break", "triangulate"
+]
+
 
 class BadReturn(Exception):
     """The implementation returned something that is not gradients of the case."""

@@ -27,6 +27,13 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "bad_return_record", "case_verdict", "delta_layer", "dumps", "error_record", "FAILING",
+    "loads", "message", "most_severe", "number", "PACKAGES", "QUANTITIES", "rank", "read_records",
+    "Record", "RecordWriter", "replay_command", "SEVERITY", "skip_record", "to_jsonable",
+    "unsupported_record", "VERDICTS", "versions"
+]
+
 VERDICTS = ("agree", "diverge", "kink", "nan", "oracle_error", "unsupported")
 # Most severe first: a case's verdict is the first of these among its records.
 SEVERITY = ("diverge", "nan", "oracle_error", "kink", "unsupported", "agree")
