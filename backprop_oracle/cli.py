@@ -54,8 +54,37 @@ _non_negative_int = _integer(0)  # --seed: NumPy's generators take no negative s
 _case_count = _integer(1, "0 cases compares nothing; give 1 or more")  # --cases
 
 
+EPILOG = f"""\
+exit codes:
+  {EXIT_OK}    everything agrees (kinks allowed)
+  {EXIT_DIVERGENCE}    a divergence, a one-sided NaN or an oracle that raised
+  {EXIT_USAGE}    bad usage or bad input (one line on stderr), or nothing was compared
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM): finished cases and the report are kept
+
+CASE_ID: the 16 hex digits that name a drawn case, a hash of its spec and arrays (the
+same case always has the same id). records.jsonl and the report name every case by it,
+cases/CASE_ID.json + .npz hold it, and `backprop-oracle replay CASE_ID --from DIR` (or
+`check TARGET --replay CASE_ID --from DIR`) re-runs it.
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("backprop-oracle")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit 2, like every usage error."""
+    """argparse whose errors are one line on stderr and exit 2, like every usage error; every
+    help page ends with the exit codes and what a CASE_ID is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EPILOG)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -65,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="backprop-oracle",
         description="Check backpropagation: a NumPy reference against finite differences, "
-                    "PyTorch and JAX, with error-model tolerances and an HTML report.")
+                    "PyTorch and JAX,\nwith error-model tolerances and an HTML report.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="the main job: draw cases, compare every oracle, report")
     run.add_argument("--families", type=_csv, default=None,
@@ -82,10 +113,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="strict,default (default: strict)")
     run.add_argument("--cases", type=_case_count, default=None,
                      help="cases per family (default 12)")
-    run.add_argument("--seed", type=_non_negative_int, default=0)
+    run.add_argument("--seed", type=_non_negative_int, default=0,
+                     help="case i of a family is drawn from (seed, family, i) (default 0)")
     run.add_argument("--kinks", action="store_true",
-                     help="draw cases at non-differentiable points on purpose")
-    run.add_argument("--out", type=Path, default=Path("bo-out"), help="output directory")
+                     help="draw cases at non-differentiable points on purpose (default: off)")
+    run.add_argument("--out", type=Path, default=Path("bo-out"),
+                     help="output directory (default bo-out)")
     run.add_argument("--case-timeout", type=float, default=CASE_TIMEOUT, metavar="SECONDS",
                      help="each oracle's work on a case runs in a worker process stopped after "
                           f"SECONDS (default {CASE_TIMEOUT:g}; 0: no limit, in this process)")
@@ -100,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="comma-separated families to draw (default: all)")
     check.add_argument("--cases", type=_case_count, default=20,
                        help="cases per family (default 20)")
-    check.add_argument("--seed", type=_non_negative_int, default=0)
+    check.add_argument("--seed", type=_non_negative_int, default=0, help="(default 0)")
     check.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
                        help="restrict the drawn cases, e.g. activations=sigmoid,tanh "
                             "max_layers=3 dtypes=float64 (repeatable)")
@@ -131,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated families to draw (default: all)")
     export.add_argument("--cases", type=_case_count, default=20,
                         help="cases per family (default 20)")
-    export.add_argument("--seed", type=_non_negative_int, default=0)
+    export.add_argument("--seed", type=_non_negative_int, default=0, help="(default 0)")
     export.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
                         help="restrict the drawn cases, as for check (repeatable)")
     verify = vsub.add_parser("verify", help="check RESULTS/<case_id>.npz (keys W1, b1, ..., "
@@ -142,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="run PyTorch/JAX on disagreeing cases to name the odd one out "
                              "(default: off)")
     verify.add_argument("--out", type=Path, default=Path("bo-vectors"),
-                        help="output directory of the report")
+                        help="output directory of the report (default bo-vectors)")
     return parser
 
 
@@ -157,17 +190,92 @@ def _config(args: argparse.Namespace):  # -> RunConfig
         raise UsageError(str(exc)) from None
 
 
-def _progress_bar(total_hint: int = 0):
-    from tqdm import tqdm
+PROGRESS_SECONDS = 30.0  # between plain progress lines off a terminal (BO_PROGRESS_SECONDS)
 
-    bar = tqdm(total=total_hint, unit="case", disable=None, dynamic_ncols=True)
 
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+def _progress_interval() -> float:
+    try:
+        seconds = float(os.environ.get("BO_PROGRESS_SECONDS", PROGRESS_SECONDS))
+    except ValueError:
+        return PROGRESS_SECONDS
+    return seconds if seconds > 0 else PROGRESS_SECONDS
 
-    return bar, update
+
+def _elapsed(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class Progress:
+    """Progress on stderr. On a terminal, a tqdm bar whose description says what the job is
+    doing (``status``). Elsewhere (CI logs) plain lines: each ``status`` at once, then one line
+    every ``BO_PROGRESS_SECONDS`` seconds (default 30) from a background thread, so a long
+    case or a slow import still shows the job is alive, and a last line on ``close``."""
+
+    def __init__(self, unit: str = "cases", stream: Any = None, tty: bool | None = None,
+                 interval: float | None = None) -> None:
+        import threading
+        import time
+
+        self.stream = stream or sys.stderr
+        self.unit, self.done, self.total, self.text = unit, 0, 0, "starting"
+        self.clock, self.start = time.monotonic, time.monotonic()
+        self.bar: Any = None
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        is_tty = getattr(self.stream, "isatty", lambda: False)
+        if is_tty() if tty is None else tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit=unit.rstrip("s"), dynamic_ncols=True, file=self.stream)
+            self.bar.set_description_str(self.text)
+        else:
+            self.interval = interval or _progress_interval()
+            self.thread = threading.Thread(target=self._tick, name="bo-progress", daemon=True)
+            self.thread.start()
+
+    def status(self, text: str) -> None:
+        """What the job is doing now (importing frameworks, measuring conventions, ...)."""
+        self.text = text
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+        else:
+            self._line(f"{text}")
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if self.bar is not None:
+            self.bar.total, self.bar.n = total, done
+            self.bar.refresh()
+
+    def _line(self, text: str) -> None:
+        with self.lock:
+            print(f"[{_elapsed(self.clock() - self.start)}] {text}", file=self.stream,
+                  flush=True)
+
+    def _counts(self) -> str:
+        if not self.total:
+            return f"{self.text} (no {self.unit} finished yet)"
+        return (f"{self.done}/{self.total} {self.unit} finished "
+                f"({100 * self.done // self.total}%)")
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self._line(self._counts())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            return
+        self.stopped.set()
+        self.thread.join()
+        if self.total:
+            self._line(self._counts())
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def writable_dir(path: Path | str, option: str = "--out") -> Path:
@@ -250,18 +358,28 @@ def cmd_run(args: argparse.Namespace, stop: Stop) -> int:
 
     writable_dir(args.out)
     config = _config(args)
-    bar, update = _progress_bar()
-    try:
-        campaign.run(config, args.out, progress=update, stop=stop,
-                     timeout=args.case_timeout or None)
-    finally:
-        bar.close()
+    with Progress() as progress:
+        campaign.run(config, args.out, progress=progress.update, stop=stop,
+                      timeout=args.case_timeout or None, status=progress.status)
     interrupted = stop.requested
     summary = finish(args.out, interrupted=interrupted)
-    counts = ", ".join(f"{v} {n}" for v, n in sorted(summary.verdicts.items()))
-    print(f"{summary.n_records} records, {len(summary.cases)} cases: {counts or 'nothing run'}")
+    print(run_line(summary))
     print(f"report: {args.out / 'report.html'}")
     return _interrupted(summary) if interrupted else _exit_code(summary)
+
+
+def run_line(summary: Any) -> str:
+    """``run``'s summary line: records counted by verdict (as summary.md counts them), the
+    records of skipped oracle/device combinations as ``skipped N``, and the cases compared."""
+    from .properties.comparison.records import rank
+
+    skipped = summary.n_records - sum(summary.verdicts.values())
+    counts = [f"{n} {v}" for v, n in sorted(summary.verdicts.items(),
+                                            key=lambda vn: -rank(vn[0]))]
+    counts += [f"{skipped} skipped ({len(summary.skipped)} oracle/device/dtype combinations "
+               "that cannot run here)"] if skipped else []
+    return (f"{summary.n_records} records ({len(summary.cases)} cases): "
+            f"{', '.join(counts) or 'nothing run'}")
 
 
 def _interrupted(summary: Any) -> int:
@@ -277,12 +395,22 @@ def cmd_replay(args: argparse.Namespace, stop: Stop) -> int:
         records = replay(args.case_id, args.source)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    print(f"{'oracle/mode':<24}{'device':<7}{'tensor':<10}{'verdict':<13}"
-          f"{'max abs err':>12}{'tolerance':>12}{'err/tol':>10}")
-    for r in records:
-        print(f"{r.oracle}/{r.mode:<16}{r.device:<7}{r.name:<10}{r.verdict:<13}"
-              f"{_num(r.max_abs_err):>12}{_num(r.tolerance):>12}{_num(r.margin):>10}")
+    print(table(("oracle/mode", "device", "tensor", "verdict", "max abs err", "tolerance",
+                 "err/tol"),
+                [(f"{r.oracle}/{r.mode}", r.device, r.name, r.verdict, _num(r.max_abs_err),
+                  _num(r.tolerance), _num(r.margin)) for r in records], right_from=4))
     return EXIT_DIVERGENCE if any(r.failing for r in records) else EXIT_OK
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> str:
+    """``rows`` under ``header`` in columns as wide as their widest cell, two spaces apart;
+    columns from ``right_from`` on (numbers) right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows,
+                                                                       strict=True)]
+    return "\n".join("  ".join(f"{cell:>{w}}" if i >= right_from else f"{cell:<{w}}"
+                                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                                ).rstrip()
+                      for row in (header, *rows))
 
 
 def load_target(target: str):
@@ -354,14 +482,12 @@ def cmd_check(args: argparse.Namespace, stop: Stop) -> int:
         report = checking.check_training(impl, cases, name=args.target, replay=replay,
                                          output=output, stop=stop)
     else:
-        bar, update = _progress_bar()
-        try:
+        with Progress() as progress:
+            progress.status(f"checking {len(cases)} cases")
             report = checking.check(impl, cases, name=args.target, replay=replay,
                                     tiebreakers=() if args.no_tiebreak else ("torch", "jax"),
-                                    progress=update, timeout=args.case_timeout or None,
+                                    progress=progress.update, timeout=args.case_timeout or None,
                                     output=output, stop=stop)
-        finally:
-            bar.close()
     summary = output.finish(interrupted=report.interrupted)
     print(report.summary())
     print(f"report: {output.directory / 'report.html'}")

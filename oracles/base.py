@@ -11,9 +11,30 @@ to record as ``oracle_error``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from ..reference.case import Case
 from ..reference.result import Result
+
+ACCELERATOR = ("cuda", "gpu")  # one accelerator choice, spelled as PyTorch or as JAX does
+
+
+def is_accelerator(device: str) -> bool:
+    """Whether ``device`` names the accelerator (``cuda``, ``gpu``, ``cuda:1``, ...)."""
+    return device.partition(":")[0] in ACCELERATOR
+
+
+def device_choices(devices: Sequence[str]) -> list[str]:
+    """``devices`` in order without repeats, ``cuda`` and ``gpu`` counted as one choice (the
+    first spelling given stands for it; each oracle maps it with ``device_for``)."""
+    seen: set[str] = set()
+    chosen = []
+    for device in devices:
+        key = "accelerator" if is_accelerator(device) else device
+        if key not in seen:
+            seen.add(key)
+            chosen.append(device)
+    return chosen
 
 
 class Oracle(ABC):
@@ -30,6 +51,11 @@ class Oracle(ABC):
     def devices(self) -> list[str]:
         """Devices this oracle knows about (present or not)."""
         return ["cpu"]
+
+    def device_for(self, choice: str) -> str:
+        """This oracle's own name for the device ``choice`` (``cuda`` and ``gpu`` are one
+        accelerator choice: PyTorch calls it ``cuda``, JAX ``gpu``); records use this name."""
+        return choice
 
     @abstractmethod
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:

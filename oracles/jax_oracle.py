@@ -41,7 +41,7 @@ import numpy as np
 from ..reference.case import LEAKY_SLOPE, Case
 from ..reference.result import Result
 from . import _common as common
-from .base import Oracle, cast
+from .base import Oracle, cast, is_accelerator
 
 OPS_USED = {
     "linear": "jnp.matmul", "conv": "lax.conv_general_dilated(padding=((p, p), (p, p)))",
@@ -232,7 +232,7 @@ def effective_settings(jax, precision: str) -> dict[str, object]:
 
 
 def _device(jax, device: str):
-    return jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    return jax.devices("gpu" if is_accelerator(device) else "cpu")[0]
 
 
 # --- the oracle ----------------------------------------------------------------------------
@@ -254,7 +254,12 @@ class JaxOracle(Oracle):
     def devices(self) -> list[str]:
         return ["cpu", "gpu"]
 
+    def device_for(self, choice: str) -> str:
+        """``cuda`` (PyTorch's name for the accelerator) is ``gpu`` here."""
+        return "gpu" if is_accelerator(choice) else choice
+
     def available(self, device: str = "cpu") -> str | None:
+        device = self.device_for(device)
         try:
             jax = import_jax()
         except ImportError as error:
@@ -280,7 +285,7 @@ class JaxOracle(Oracle):
 
         v = {**common.base_versions(), "jax": jax.__version__, "jaxlib": jaxlib.__version__}
         v["backend"] = str(_device(jax, device).platform)
-        if device == "gpu":
+        if is_accelerator(device):
             v["gpu"] = str(_device(jax, device).device_kind)
         return v
 
@@ -295,6 +300,7 @@ class JaxOracle(Oracle):
 
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
         jax = import_jax()
+        device = self.device_for(device)
         case = cast(case, dtype)
         meta = {"method": f"jax-{self.mode}", "oracle": self.name, "mode": self.mode,
                 "device": device, "dtype": case.dtype, "precision": self.precision,

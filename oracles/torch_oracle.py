@@ -270,7 +270,12 @@ class TorchOracle(Oracle):
     def devices(self) -> list[str]:
         return ["cpu", "cuda"]
 
+    def device_for(self, choice: str) -> str:
+        """``gpu`` (JAX's name for the accelerator) is ``cuda`` here."""
+        return "cuda" + choice[3:] if choice.startswith("gpu") else choice
+
     def available(self, device: str = "cpu") -> str | None:
+        device = self.device_for(device)
         try:
             torch = import_torch()
         except ImportError as error:
@@ -301,6 +306,7 @@ class TorchOracle(Oracle):
 
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
         torch = import_torch()
+        device = self.device_for(device)
         case = cast(case, dtype)
         meta = {"method": f"torch-{self.mode}", "oracle": self.name, "mode": self.mode,
                 "device": device, "dtype": case.dtype, "precision": self.precision,

@@ -6,11 +6,13 @@ rules (kind, forward, backward) that the network and the error model dispatch on
 imports from the rest of ``backprop_oracle``. ``backprop(case)`` is the reference's answer for
 any case. The layer-spec constructors live in ``reference.case`` (and on ``backprop_oracle``
 itself), so that ``reference.dense`` is always the dense-layer module.
+``layouts``: converting a case's arrays to other conventions (NHWC, HWIO, (in, out)) and
+an adapter's gradients back (``bo.layouts``).
 """
 
 from __future__ import annotations
 
-from . import graph, network
+from . import graph, layouts, network
 from .case import Case, CaseError
 from .result import Result
 
@@ -22,4 +24,4 @@ def backprop(case: Case) -> Result:
     return graph.backprop(case) if case.family == "graph" else network.backprop(case)
 
 
-__all__ = ["Case", "CaseError", "Result", "backprop"]
+__all__ = ["Case", "CaseError", "Result", "backprop", "layouts"]

@@ -188,6 +188,41 @@ def layer_name(spec: Spec) -> str:
     return f"{spec.op}({', '.join(map(str, spec.inputs))})"
 
 
+def layer_kind(spec: Spec) -> str:
+    """The constructor's name: ``dense``, ``conv2d``, ``maxpool`` / ``avgpool`` / ``l2pool``,
+    ``flatten``, ``dropout`` or ``node`` (a ``Pool`` is one class with a ``kind``)."""
+    if isinstance(spec, Pool):
+        return f"{spec.kind}pool"
+    return type(spec).__name__.lower()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer (or graph node) of a case, as ``Case.walk()`` yields it.
+
+    ``index``: from 1, as in ``delta<index>`` and ``mask<index>``; ``spec``: the frozen spec
+    (``isinstance(info.spec, bo.Dense)``); ``kind``: ``layer_kind(spec)``; ``number``: the
+    parameter number of a dense / conv layer (``W<number>``, ``b<number>``), else ``None``;
+    ``params``: name -> the case's (read-only) array (dense / conv: ``W`` and ``b``; a graph
+    node: the leaves it reads; else empty); ``input_shape`` / ``output_shape``: per sample,
+    without the batch axis, in the reference's layout (``(C, H, W)`` or ``(features,)``);
+    ``mask``: the name of a dropout layer's mask in ``case.masks``, else ``None``;
+    ``delta``: the key of this layer's ``dC/dz`` in ``Result.deltas``."""
+
+    index: int
+    spec: Spec
+    kind: str
+    number: int | None
+    params: Mapping[str, NDArray[np.floating]]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    mask: str | None = None
+
+    @property
+    def delta(self) -> str:
+        return f"delta{self.index}"
+
+
 def parametrised(layers: tuple[Spec, ...]) -> list[tuple[int, int]]:
     """``(layer index from 1, parameter number from 1)`` for each dense/conv layer."""
     numbered = [i for i, s in enumerate(layers, 1) if isinstance(s, (Dense, Conv2d))]
@@ -353,6 +388,31 @@ class Case:
             "x_shape": list(self.x.shape),
             "param_shapes": {k: list(v.shape) for k, v in self.params.items()},
         }
+
+    def walk(self) -> tuple[LayerInfo, ...]:
+        """Each layer (graph node) in order with its index, spec, kind, parameters and
+        per-sample shapes: ``for layer in case.walk(): layer.index, layer.spec,
+        layer.params``. See ``LayerInfo``."""
+        if self.family == "graph":
+            width = tuple(self.x.shape[1:])
+            return tuple(
+                LayerInfo(l, s, "node", None,
+                          MappingProxyType({r: self.params[r] for r in s.inputs
+                                            if isinstance(r, str) and r != "x"}),
+                          width, width)
+                for l, s in enumerate(graph_nodes(self), 1))
+        shapes = layer_shapes(self.layers, self.x.shape[1:])
+        numbers = dict(parametrised(self.layers))
+        infos, shape = [], tuple(self.x.shape[1:])
+        for l, spec in enumerate(self.layers, 1):
+            number = numbers.get(l)
+            params = {} if number is None else {f"W{number}": self.params[f"W{number}"],
+                                                f"b{number}": self.params[f"b{number}"]}
+            infos.append(LayerInfo(l, spec, layer_kind(spec), number, MappingProxyType(params),
+                                   shape, shapes[f"z{l}"],
+                                   f"mask{l}" if isinstance(spec, Dropout) else None))
+            shape = shapes[f"z{l}"]
+        return tuple(infos)
 
     def with_arrays(self, **changes: object) -> Case:
         """A new validated case with some of ``params``, ``x``, ``y``, ``masks`` replaced."""

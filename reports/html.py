@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from ..properties.comparison.records import number, read_records
 from . import plots
-from .summary import MATRIX_KEYS, VERDICTS, Summary, severity
+from .summary import MATRIX_KEYS, VERDICTS, Summary, cell_key, severity
 
 COMPARISON_KEYS = ("case_id",) + MATRIX_KEYS
 
@@ -31,7 +33,21 @@ def _environment() -> Environment:
                       lstrip_blocks=True)
     env.filters["sci"] = lambda v: "–" if v is None or v == "" else (
         f"{number(v):.3g}" if isinstance(v, (int, float, str)) and _is_number(v) else str(v))
+    env.filters["index"] = lambda v: ("(" + ", ".join(str(i) for i in v) + ")"
+                                      if isinstance(v, (list, tuple)) else str(v))
+    env.filters["md_code"] = md_code
+    env.filters["full"] = lambda v: "–" if v is None or not _is_number(v) else repr(number(v))
     return env
+
+
+def md_code(value: object) -> Markup:
+    """A Markdown code span holding ``value`` verbatim (for ``summary.md`` only): Markdown
+    shows a code span's text literally, so it is not HTML-escaped (that would show a literal
+    ``&lt;``); the fence is longer than any run of backticks inside."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return Markup(f"{fence}{pad}{text}{pad}{fence}")
 
 
 def _is_number(value: Any) -> bool:  # Any: float() is tried on whatever value is
@@ -73,6 +89,8 @@ class _FirstPass:
         self.summary = Summary(cap=cap)
         self.cap, self.series_limit = cap, series_limit
         self.worst: dict[tuple, tuple] = {}
+        self.closest: dict[tuple, tuple] = {}  # agreeing comparisons nearest their tolerance
+        self.not_compared: dict[tuple, dict] = {}  # unsupported and skipped, one per reason
         self.series: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
     def add(self, record: dict) -> None:
@@ -81,21 +99,55 @@ class _FirstPass:
             label = f"{record.get('case_id')} {record.get('oracle')} {record.get('dtype')}"
             if label in self.series or len(self.series) < self.series_limit:
                 self.series[label].append((int(record["step"]), number(record.get("margin"))))
-        if record.get("quantity") == "skip" or record.get("verdict") == "agree":
+        if record.get("quantity") == "skip" or record.get("verdict") == "unsupported":
+            self._not_compared(record)  # never "worst": nothing was compared
             return
         key, rank = comparison_key(record), severity(record)
-        if key not in self.worst or rank < self.worst[key]:
-            self.worst[key] = rank
-        if len(self.worst) > 8 * self.cap:
-            self.worst = dict(sorted(self.worst.items(), key=lambda kv: kv[1])[:self.cap])
+        if record.get("verdict") == "agree":
+            _keep_lowest(self.closest, key, rank, CLOSEST)
+        else:
+            _keep_lowest(self.worst, key, rank, self.cap)
+
+    def _not_compared(self, record: dict) -> None:
+        reason = _reason(record.get("detail"))
+        key = cell_key(record) + (reason,)
+        if key not in self.not_compared and len(self.not_compared) < self.cap:
+            self.not_compared[key] = {
+                "id": f"not-compared-{len(self.not_compared)}",
+                "key": dict(zip(MATRIX_KEYS, key, strict=False)), "reason": reason,
+                "what": "skipped combination" if record.get("quantity") == "skip"
+                else "unsupported", "case_id": record.get("case_id")}
 
     def worst_keys(self) -> list[tuple]:
-        return [k for k, _ in sorted(self.worst.items(), key=lambda kv: kv[1])[:self.cap]]
+        """The worst comparisons (not agreeing), or, when every comparison agrees, the
+        closest calls: the agreeing ones with the largest error / tolerance."""
+        ranked = self.worst or self.closest
+        return [k for k, _ in sorted(ranked.items(), key=lambda kv: kv[1])[:self.cap]]
 
     def trajectories(self) -> str | None:
         if not self.series:
             return None
         return plots.trajectories({k: _max_per_step(v) for k, v in self.series.items()})
+
+
+CLOSEST = 5  # closest calls drilled into when every comparison agrees
+
+
+def _keep_lowest(ranks: dict[tuple, tuple], key: tuple, rank: tuple, cap: int) -> None:
+    if key not in ranks or rank < ranks[key]:
+        ranks[key] = rank
+    if len(ranks) > 8 * cap:
+        kept = sorted(ranks.items(), key=lambda kv: kv[1])[:cap]
+        ranks.clear()
+        ranks.update(kept)
+
+
+def _reason(detail: object) -> str:
+    """Why a record compared nothing (or why the oracle failed), in words."""
+    if isinstance(detail, dict):
+        return str(detail.get("reason") or detail.get("message") or detail.get("type")
+                   or "no reason given")
+    return str(detail) if detail else "no reason given"
 
 
 def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
@@ -116,23 +168,49 @@ def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
             continue
         first = next((r.get("first_divergent_layer") for r in recs
                       if r.get("first_divergent_layer")), None)
-        failing = sorted((r for r in recs if r.get("verdict") != "agree"), key=severity)
-        top = failing[0] if failing else recs[0]
-        others = [{"label": f"{r.get('oracle')}/{r.get('mode')} {r.get('device')} "
-                            f"{r.get('precision', '')}",
-                   "value": r.get("actual_value"), "index": r.get("worst_index"),
-                   "verdict": r.get("verdict")}
-                  for r in by_case_tensor[(key[0], top.get("name"))] if r.get("dtype") == key[6]]
+        top = min(recs, key=severity)  # failing first, then the largest error / tolerance
+        tensors = [r for r in recs if r.get("quantity") not in EVENTS]
+        event = top.get("quantity") in EVENTS  # the oracle raised: nothing to plot for it
         marked, how = _entry_points(first, recs)
         out.append({
             "id": f"drill-{i}", "key": dict(zip(COMPARISON_KEYS, key, strict=True)),
-            "records": recs,
-            "first": first, "how": how, "top": top, "others": others[:12],
+            "records": tensors,
+            "first": first, "how": how, "top": top,
+            "oracles": None if event else _same_element(
+                top, by_case_tensor[(key[0], top.get("name"))], key[6]),
             "detail": _detail(top.get("detail")),
-            "bars": plots.layer_bars([str(r.get("name")) for r in recs],
-                                     [number(r.get("margin")) for r in recs], marked),
+            "reason": _reason(top.get("detail")) if event else "",
+            "bars": plots.layer_bars([str(r.get("name")) for r in tensors],
+                                     [number(r.get("margin")) for r in tensors], marked)
+            if tensors else None,
         })
     return out
+
+
+EVENTS = ("run", "skip")  # records that compared no tensor
+
+
+def _same_element(top: dict, records: list[dict], dtype: str) -> dict:
+    """Every oracle's record of ``top``'s tensor (same case and dtype), for the table "at
+    ``top``'s worst element". A record keeps an oracle's value only at that oracle's own worst
+    element, so the value at ``top``'s index is known only where the two indices coincide;
+    elsewhere the table shows the oracle's own worst element, labelled as such, never as
+    if it were the same element."""
+    index = top.get("worst_index")
+    rows = []
+    for r in records:
+        if r.get("dtype") != dtype or r.get("quantity") in EVENTS:
+            continue
+        same = r.get("worst_index") == index
+        rows.append({"label": f"{r.get('oracle')}/{r.get('mode')} {r.get('device')} "
+                              f"{r.get('precision', '')}",
+                     "verdict": r.get("verdict"), "margin": r.get("margin"), "same": same,
+                     "value": r.get("actual_value") if same else None,
+                     "own_index": r.get("worst_index"), "own_expected": r.get("expected_value"),
+                     "own_value": r.get("actual_value"), "is_top": r is top})
+    rows.sort(key=lambda row: (not row["is_top"], not row["same"]))
+    return {"index": index, "reference": top.get("expected_value"), "rows": rows[:12],
+            "n_same": sum(row["same"] for row in rows)}
 
 
 def _entry_points(first: object, recs: list[dict]) -> tuple[list[str], str]:
@@ -149,10 +227,23 @@ def _entry_points(first: object, recs: list[dict]) -> tuple[list[str], str]:
                     "so the error is in its BP3/BP4 step")
 
 
-def _detail(value: object) -> str:
-    if isinstance(value, dict):
-        return " · ".join(f"{k}: {v}" for k, v in value.items())
-    return "" if value is None else str(value)
+def _detail(value: object) -> dict:
+    """A record's detail for display: the tie-break vote (``blame``, ``votes``) as a sentence
+    and a table of pairwise verdicts; any other fields as ``key: value`` text."""
+    if not isinstance(value, dict):
+        return {"text": "" if value is None else str(value), "vote": "", "votes": []}
+    text = " · ".join(f"{k}: {v}" for k, v in value.items() if k not in ("blame", "votes"))
+    blame, votes = value.get("blame"), value.get("votes")
+    if blame is None:
+        vote = ""
+    elif blame == "undetermined":
+        vote = ("Tie-break vote: undetermined — no single implementation disagrees with all "
+                "the others while they agree with each other.")
+    else:
+        vote = (f"Tie-break vote: {blame} is the odd one out — it disagrees with every other "
+                "implementation, and those agree with each other.")
+    pairs = [(str(k), str(v)) for k, v in votes.items()] if isinstance(votes, dict) else []
+    return {"text": text, "vote": vote, "votes": pairs}
 
 
 def _tensor_order(record: dict) -> tuple:
@@ -181,13 +272,16 @@ def build(records_path: Path, out_dir: Path, environment: dict | None = None,
         first.add(record)
     summary = first.summary
     summary.interrupted = interrupted
+    drilldowns = _drilldowns(records_path, first.worst_keys())
     context = {
         "title": title,
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "summary": summary, "verdicts": VERDICTS,
         "counts": {v: summary.verdicts.get(v, 0) for v in VERDICTS},
         "matrix": _matrix(summary), "matrix_keys": MATRIX_KEYS,
-        "drilldowns": _drilldowns(records_path, first.worst_keys()),
+        "drilldowns": drilldowns,
+        "closest": bool(drilldowns) and not first.worst,
+        "not_compared": list(first.not_compared.values()),
         "histogram": plots.margin_histograms(summary.margins) if summary.margins else None,
         "largest": sorted(summary.to_json()["largest_margin"].items()),
         "trajectories": first.trajectories(),

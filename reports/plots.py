@@ -11,7 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
                      "axes.spines.right": False})
@@ -28,23 +28,40 @@ def _svg(fig: plt.Figure) -> str:
 
 
 def margin_histograms(margins: Mapping[tuple[str, str], Sequence[float]]) -> str:
-    """log10(error / tolerance) per family and dtype; the line at 0 is the tolerance."""
-    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    """log10(error / tolerance): small multiples, one panel per family on a shared x axis,
+    each dtype a filled histogram in its own colour; the dashed line at 0 is the tolerance."""
     logs = {key: [math.log10(max(v, EXACT)) for v in values]
-            for key, values in sorted(margins.items())}
+            for key, values in sorted(margins.items()) if values}
     low = math.floor(min(min(v) for v in logs.values())) - 1
     high = max(1, math.ceil(max(max(v) for v in logs.values())) + 1)
     edges = [low + i / 4 for i in range(4 * (high - low) + 1)]
-    for (family, dtype), values in logs.items():
-        ax.hist(values, bins=edges, histtype="step", linewidth=1.4, label=f"{family} {dtype}")
-    ax.axvline(0, color="#c62828", linestyle="--", linewidth=1)
-    ax.text(0.1, 0.95, "tolerance", color="#c62828", transform=ax.get_xaxis_transform(),
-            va="top")
-    ax.set_xlabel("log10(error / tolerance)   (left of the dashed line: within tolerance; "
-                  f"exact agreement at {math.log10(EXACT):.0f})")
-    ax.set_ylabel("tensors")
-    ax.legend(fontsize=7, ncols=2, frameon=False)
+    families = sorted({family for family, _ in logs})
+    dtypes = sorted({dtype for _, dtype in logs})
+    colours = dict(zip(dtypes, DTYPE_COLOURS * (len(dtypes) // len(DTYPE_COLOURS) + 1),
+                       strict=False))
+    ncols = min(len(families), 4)
+    nrows = math.ceil(len(families) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5, 1.6 * nrows + 0.9), sharex=True,
+                             squeeze=False)
+    for ax, family in zip(axes.flat, families, strict=False):
+        for dtype in dtypes:
+            if (family, dtype) in logs:
+                ax.hist(logs[(family, dtype)], bins=edges, color=colours[dtype], alpha=0.45,
+                        edgecolor=colours[dtype], linewidth=0.8, label=dtype)
+        ax.axvline(0, color="#c62828", linestyle="--", linewidth=1)
+        ax.set_title(family, fontsize=9, loc="left")
+        ax.tick_params(labelsize=7, labelbottom=True)  # every panel labelled (hidden ones too)
+    for ax in list(axes.flat)[len(families):]:
+        ax.set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[d], alpha=0.6) for d in dtypes]
+    axes.flat[0].legend(handles, dtypes, loc="upper left", fontsize=7, frameon=False)
+    fig.supxlabel("log10(error / tolerance)   (dashed: the tolerance; left of it agrees; "
+                  f"exact agreement at {math.log10(EXACT):.0f})", fontsize=8)
+    fig.supylabel("tensors", fontsize=8)
     return _svg(fig)
+
+
+DTYPE_COLOURS = ["#1565c0", "#ef6c00", "#6a1b9a", "#00838f"]
 
 
 EXACT = 1e-12  # where an exact agreement (error 0) is drawn on log axes
@@ -55,6 +72,7 @@ def _plain_log_ticks(axis: matplotlib.axis.Axis) -> None:
     axis.set_major_locator(LogLocator(base=10, numticks=8))
     axis.set_minor_locator(LogLocator(base=10, subs=(), numticks=1))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"1e{math.log10(v):.0f}" if v > 0 else ""))
+    axis.set_minor_formatter(NullFormatter())  # else a skipped decade gets a "10^-6" label
 
 
 def layer_bars(names: Sequence[str], margins: Sequence[float], marked: Sequence[str]) -> str:
@@ -87,5 +105,6 @@ def trajectories(series: dict[str, Sequence[tuple[int, float]]]) -> str:
     ax.axhline(1, color="#c62828", linestyle="--", linewidth=1)
     ax.set_xlabel("SGD step")
     ax.set_ylabel("max error / tolerance")
-    ax.legend(fontsize=7, frameon=False, ncols=2)
+    if series:  # a legend with no labelled line is a matplotlib UserWarning
+        ax.legend(fontsize=7, frameon=False, ncols=2)
     return _svg(fig)

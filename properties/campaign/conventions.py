@@ -53,9 +53,13 @@ def _available(framework: str, device: str) -> str | None:
 def measure(devices: tuple[str, ...] = ("cpu",)) -> list[dict[str, object]]:
     """Rows ``{framework, device, mode, what, observed, stable}``; a framework or device
     that is absent gives one row saying so."""
+    from ...oracles.base import device_choices, is_accelerator
+
     rows: list[dict[str, object]] = []
     for framework, (measure_on, known) in _measurers().items():
-        for device in (d for d in devices if d in known):
+        # cuda and gpu are one accelerator choice: known[1] is this framework's name for it
+        own = [known[-1] if is_accelerator(d) else d for d in device_choices(devices)]
+        for device in (d for d in own if d in known):
             reason = _available(framework, device)
             if reason:
                 rows.append({"framework": framework, "device": device, "mode": "-",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ...oracles import registry
 from ...oracles._common import MODES, PRECISIONS
-from ...oracles.base import Oracle
+from ...oracles.base import Oracle, device_choices
 from ...reference import backprop
 from ...reference.case import DTYPES, FAMILY_NAMES, Case
 from ..cases.strategies import Constraints, check_memory, iter_cases
@@ -31,12 +31,15 @@ from .stopping import Interrupted, Stop
 from .worker import Worker, worker_for
 
 DEVICES = ("cpu", "cuda", "gpu")
+FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What a campaign runs. ``cases`` is per family; devices name ``cpu``, ``cuda`` (PyTorch)
-    and ``gpu`` (JAX): an oracle asked for a device it does not drive is skipped with a reason."""
+    """What a campaign runs. ``cases`` is per family; devices name ``cpu`` and the accelerator,
+    spelled ``cuda`` or ``gpu`` (one choice: each framework runs on it under its own name,
+    PyTorch ``cuda``, JAX ``gpu``, and records that name); an oracle that cannot use a device
+    chosen is skipped with a reason."""
 
     families: tuple[str, ...] = FAMILY_NAMES
     oracles: tuple[str, ...] = registry.NAMES
@@ -81,11 +84,16 @@ def make_oracles(config: RunConfig) -> list[Oracle]:
     return registry.build(config.oracles, config.modes, config.precisions)
 
 
+def placements(config: RunConfig, oracle: Oracle) -> list[str]:
+    """The devices chosen, each under ``oracle``'s own name (``cuda``/``gpu`` are one)."""
+    return [oracle.device_for(d) for d in device_choices(config.devices)]
+
+
 def environment(config: RunConfig, oracles: Sequence[Oracle]) -> dict[str, str]:
     """What the report records about the run: versions, devices, precision settings, seed."""
     env = environment_of(seed=str(config.seed))
     for oracle in oracles:
-        for device in config.devices:
+        for device in placements(config, oracle):
             if oracle.available(device) is None:
                 env[f"{oracle.label}/{oracle.precision} on {device}"] = json.dumps(
                     to_jsonable(oracle.settings(device)), sort_keys=True)
@@ -120,30 +128,40 @@ def count(config: RunConfig) -> int:
 
 
 def run(config: RunConfig, out_dir: Path, progress: Callable[[int, int], None] | None = None,
-        stop: Stop | None = None, timeout: float | None = None) -> int:
+        stop: Stop | None = None, timeout: float | None = None,
+        status: Callable[[str], None] | None = None) -> int:
     """Run the campaign into ``out_dir`` (records appended case by case); return the number
-    of (case, dtype) units finished. ``stop``: looked at between cases and oracles, the run
-    ends there when it is requested. ``timeout``: each oracle's evaluation of a case runs in a
-    killable worker process with this limit in seconds (``None``: in this process, no
-    limit). The caller calls ``output.finish`` afterwards, also on interruption."""
+    of (case, dtype) units finished. ``progress(done, total)`` after each unit; ``status``:
+    told in words what the run is doing before its first case (importing the frameworks,
+    measuring their kink conventions: seconds each). ``stop``: looked at between cases and
+    oracles, the run ends there when it is requested. ``timeout``: each oracle's evaluation of
+    a case runs in a killable worker process with this limit in seconds (``None``: in this
+    process, no limit). The caller calls ``output.finish`` afterwards, also on interruption."""
     stop = stop or Stop()
+    say = status or (lambda text: None)
     done = 0
+    frameworks = [f for f in ("torch", "jax") if f in config.oracles]
     with Output(out_dir) as output, worker_for(timeout) as worker:
         oracles = make_oracles(config)
+        if frameworks:
+            say(f"importing {' and '.join(FRAMEWORK_NAMES[f] for f in frameworks)}")
         output.describe(config.to_json(), environment(config, oracles))
-        if {"torch", "jax"} & set(config.oracles) and not stop.requested:
+        if frameworks and not stop.requested:
             from .conventions import measure
 
+            say("measuring kink conventions")
             output.describe(conventions=measure(config.devices))
         runnable: list[tuple[Oracle, str]] = []
         for oracle in oracles:
-            for device in config.devices:
+            for device in placements(config, oracle):
                 reason = oracle.available(device)
                 if reason:
                     output.write(skip_records(config, oracle, device, reason))
                 else:
                     runnable.append((oracle, device))
         total = count(config)
+        say(f"running {total} cases ({len(config.families)} families x {config.cases} x "
+            f"{len(config.dtypes)} dtypes)")
         for drawn, dtype in units(config):
             if stop.requested:
                 return done
@@ -200,6 +218,6 @@ def replay(case_id: str, out_dir: Path) -> list[Record]:
         raise FileNotFoundError(f"{out_dir} holds no run.json: not the output of a run")
     config = RunConfig.from_json(json.loads(config_path.read_text()))
     case = load_case(out_dir / "cases", case_id)
-    runnable = [(o, d) for o in make_oracles(config) for d in config.devices
+    runnable = [(o, d) for o in make_oracles(config) for d in placements(config, o)
                 if o.available(d) is None]
     return run_case(case, runnable, out_dir)

@@ -77,7 +77,9 @@ class Worker:
         """``evaluate``'s records; a case past the limit or a worker that died is one
         ``oracle_error`` record saying so. Raises ``Interrupted`` when ``stop`` is requested
         while the case runs."""
-        payload = cloudpickle.dumps((case, oracle, device, tuple(judges), replay))
+        # lazy judges (check's ``Judges``) travel unmade: iterating them would import frameworks
+        judges = tuple(judges) if isinstance(judges, (list, tuple)) else judges
+        payload = cloudpickle.dumps((case, oracle, device, judges, replay))
         future = self.pool.schedule(_evaluate, args=(payload,), timeout=self.timeout)
         while True:
             try:

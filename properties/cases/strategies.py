@@ -3,8 +3,9 @@
 One builder per family serves two drivers:
 
 - hypothesis (``mlp_cases()``, ``cnn_cases()``, ``softmax_cases()``, ``graph_cases()``,
-  ``any_cases()``), for ``@given`` tests: every architectural choice is a hypothesis draw,
-  so failures shrink towards few, narrow layers and small batches;
+  ``any_cases()`` in ``hypothesis_strategies``, the only module that imports hypothesis), for
+  ``@given`` tests: every architectural choice is a hypothesis draw, so failures shrink
+  towards few, narrow layers and small batches;
 - a seeded NumPy generator (``cases(family, n, seed, **constraints)``), deterministic and
   usable outside tests: case ``i`` is ``case_at(family, seed, i)``, drawn from its own
   generator, and ``iter_cases`` draws them lazily, one at a time.
@@ -37,8 +38,6 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import numpy as np
-from hypothesis import assume
-from hypothesis import strategies as st
 
 from ...reference import conv, dense, pooling
 from ...reference.activations import KINKED, activation
@@ -46,7 +45,6 @@ from ...reference.case import (
     ACTIVATION_NAMES,
     COST_NAMES,
     DTYPES,
-    FAMILY_NAMES,
     GRAPH_OPS,
     POOL_KINDS,
     Case,
@@ -71,6 +69,7 @@ from ...reference.network import feedforward
 
 T = TypeVar("T")
 MARGIN = 1e-3  # distance kept from kinks; >> the finite-difference step's effect on z
+TARGETS = ("any", "one_hot", "soft")  # Constraints.targets
 
 
 class Rejected(Exception):
@@ -88,14 +87,6 @@ class Chooser:
 
     def boolean(self) -> bool:
         return bool(self.integer(0, 1))
-
-
-class DrawChooser(Chooser):
-    def __init__(self, draw: Callable[[st.SearchStrategy], Any]) -> None:
-        self.draw = draw
-
-    def integer(self, low: int, high: int) -> int:
-        return self.draw(st.integers(low, high))
 
 
 class RngChooser(Chooser):
@@ -122,7 +113,13 @@ class Constraints:
     max_nodes: int = 10
     inits: tuple[str, ...] = ("xavier", "uniform")
     kinks: bool = False
+    # softmax family: the last layer's weights and biases scaled by one of 1, 10, ..., 1e4,
+    # so logits reach |z| ~ 1e4 (log-sum-exp overflow); False keeps the scale 1
     extreme_logits: bool = True
+    # targets of the cross-entropy costs: "any" (each case soft or hard, as drawn so far),
+    # "one_hot" (softmax CE: rows of the identity, i.e. integer labels; binary CE: 0/1),
+    # "soft" (softmax CE: Dirichlet rows; binary CE: uniform in [0, 1])
+    targets: str = "any"
     dropout: bool = True
     memory_budget: int | str | None = None  # bytes or "4G"; None: see ``memory_budget()``
 
@@ -142,6 +139,11 @@ class Constraints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.targets, (list, tuple)) and len(self.targets) == 1:
+            object.__setattr__(self, "targets", self.targets[0])  # --constraint targets=X
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got "
+                             f"{self.targets!r}")
         if self.memory_budget is not None:
             object.__setattr__(self, "memory_budget",
                                parse_bytes(self.memory_budget, "memory_budget"))
@@ -346,6 +348,13 @@ def _params(layers: tuple[Layer, ...], input_shape: tuple[int, ...], rng: np.ran
     return params
 
 
+def _soft(ch: Chooser, c: Constraints) -> bool:
+    """Soft or hard cross-entropy targets: drawn (``targets="any"``) or as constrained; the
+    draw is made either way, so the other choices of a case do not depend on ``targets``."""
+    drawn = ch.boolean()
+    return drawn if c.targets == "any" else c.targets == "soft"
+
+
 def _targets(cost: str, shape: tuple[int, ...], rng: np.random.Generator, soft: bool
              ) -> np.ndarray:
     if cost == "quadratic":
@@ -427,7 +436,7 @@ def _finish(family: str, layers: tuple, cost: str, x: np.ndarray, ch: Chooser,
             c: Constraints, rng: np.random.Generator, seed: int, scale: float = 1.0) -> Case:
     init = ch.choice(c.inits)
     dtype = ch.choice(c.dtypes)
-    soft = ch.boolean()
+    soft = _soft(ch, c)
     params = _params(layers, x.shape[1:], rng, init, c.kinks)
     if scale != 1.0:  # push the logits of the last layer out to |z| ~ scale
         last = max(int(k[1:]) for k in params if k.startswith("W"))
@@ -576,7 +585,7 @@ def build_graph(ch: Chooser, c: Constraints) -> Case:
     params = {p: rng.uniform(-1, 1, size=width).astype(dtype) for p in leaves}
     case = Case(family="graph", layers=tuple(nodes), cost=cost, params=params,
                 x=rng.normal(size=(batch, width)).astype(dtype),
-                y=_targets(cost, (batch, width), rng, ch.boolean()).astype(dtype),
+                y=_targets(cost, (batch, width), rng, _soft(ch, c)).astype(dtype),
                 dtype=dtype, seed=seed)
     try:
         values = graph_forward(case)
@@ -593,43 +602,7 @@ BUILDERS: dict[str, Callable[[Chooser, Constraints], Case]] = {
 
 
 # ---------------------------------------------------------------- drivers
-
-def _strategy(family: str, **constraints: Any) -> st.SearchStrategy[Case]:
-    c = Constraints.make(**constraints)
-    check_memory(family, c)
-    builder = BUILDERS[family]
-
-    @st.composite
-    def draw_case(draw: Callable) -> Case:
-        try:
-            return builder(DrawChooser(draw), c)
-        except Rejected:
-            assume(False)
-            raise  # unreachable: assume(False) stops the draw
-
-    return draw_case()
-
-
-def mlp_cases(**constraints: Any) -> st.SearchStrategy[Case]:
-    return _strategy("mlp", **constraints)
-
-
-def cnn_cases(**constraints: Any) -> st.SearchStrategy[Case]:
-    return _strategy("cnn", **constraints)
-
-
-def softmax_cases(**constraints: Any) -> st.SearchStrategy[Case]:
-    return _strategy("softmax", **constraints)
-
-
-def graph_cases(**constraints: Any) -> st.SearchStrategy[Case]:
-    return _strategy("graph", **constraints)
-
-
-def any_cases(families: Sequence[str] = FAMILY_NAMES, **constraints: Any
-              ) -> st.SearchStrategy[Case]:
-    return st.one_of([_strategy(f, **constraints) for f in families])
-
+# The seeded NumPy driver; the hypothesis driver is in ``hypothesis_strategies``.
 
 # Part of every drawn case's generator seed: fixed, never renumber (it would change every
 # drawn case). Case ``index`` of ``family`` under ``seed`` comes from

@@ -19,8 +19,9 @@ one is.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,33 @@ from ..campaign.stopping import Interrupted, Stop, graceful
 from ..campaign.worker import worker_for
 from ..comparison.error_model import bounds
 from ..comparison.evaluate import BadReturn, evaluate
-from ..comparison.records import FAILING, Record, case_verdict, message
+from ..comparison.records import FAILING, Record, case_verdict, message, rank
 
 Impl = Callable[[Case], Mapping[str, Any]]
 
 
 # ---------------------------------------------------------------- the report
+
+SHOWN_CASES = 20  # failing cases listed by ``Report.summary``
+ARCH_WIDTH = 60  # characters of a case's architecture shown on its summary line
+
+
+def shorten(text: str, width: int = ARCH_WIDTH) -> str:
+    """``text`` cut to ``width`` characters, ending in an ellipsis when cut."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else np.inf
+
+
+def _margin(value: float) -> str:
+    return f"{value:.3g}" if value else "-"
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    """``3 agree, 1 diverge``, most severe verdict last."""
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda vn: -rank(vn[0])))
 
 @dataclass
 class Report:
@@ -76,17 +98,46 @@ class Report:
     def failures(self) -> list[Record]:
         return [r for r in self.records if r.verdict in FAILING and r.oracle == self.name]
 
-    def summary(self) -> str:
-        counts = ", ".join(f"{n} {v}" for v, n in sorted(self.counts().items()))
+    def failing_cases(self) -> list[tuple[Record, int]]:
+        """Per failing case, in order: its worst failing record (most severe verdict, then
+        largest error / tolerance) and how many of its records fail."""
+        by_case: dict[str, list[Record]] = {}
+        for r in self.failures():
+            by_case.setdefault(r.case_id, []).append(r)
+        return [(min(rs, key=lambda r: (rank(r.verdict), -_finite(r.margin))), len(rs))
+                for rs in by_case.values()]
+
+    def summary(self, shown: int = SHOWN_CASES) -> str:
+        """Cases counted by their most severe verdict, records (one per compared tensor, as
+        summary.md counts them) by verdict, and one line per failing case (the first
+        ``shown``): case id, verdict, worst tensor, the layer where it enters, error /
+        tolerance, the architecture shortened, the odd one out and the message."""
         stopped = " (interrupted: the cases finished before the stop)" if self.interrupted else ""
-        lines = [f"{self.name}: {len(self.cases)} cases{stopped}: {counts or 'none run'}"]
-        for r in self.failures()[:10]:
-            where = r.first_divergent_layer
+        records = Counter(r.verdict for r in self.records)
+        lines = [f"{self.name}: {len(self.cases)} cases{stopped}: "
+                 f"{_counted(self.counts()) or 'none run'}",
+                 f"  {len(self.records)} records (one per compared tensor, as summary.md "
+                 f"counts them): {_counted(records) or 'none'}"]
+        failing = self.failing_cases()
+        if failing:
+            lines.append(f"failing cases ({len(failing)}): case id, verdict, worst tensor, "
+                         "layer where it enters, error/tolerance, architecture")
+        width = max((len(r.name) for r, _ in failing[:shown]), default=0)
+        for r, n in failing[:shown]:
+            layer = "-" if r.first_divergent_layer is None else str(r.first_divergent_layer)
             blame = r.detail.get("blame")
-            lines.append(f"  case {r.case_id} ({r.arch}) {r.name}: {r.verdict}"
-                         + (f", enters at layer {where}" if where else "")
-                         + (f", odd one out: {blame}" if blame else "")
-                         + (f" — {message(r)}" if message(r) else ""))
+            blame = "the implementation" if blame == self.name else blame
+            text = message(r)
+            prefix = f"case {r.case_id} ({r.arch}): "
+            text = text[len(prefix):] if text.startswith(prefix) else text
+            lines.append(f"  {r.case_id}  {r.verdict:<12} {r.name:<{width}}  layer {layer:<3}"
+                         f"margin {_margin(r.margin):<9} {shorten(r.arch)}"
+                         + (f" (+{n - 1} more failing tensors)" if n > 1 else "")
+                         + (f"; odd one out: {blame}" if blame else "")
+                         + (f" — {shorten(text, 200)}" if text else ""))
+        if len(failing) > shown:
+            lines.append(f"  ... and {len(failing) - shown} more failing cases (summary.md and "
+                         "report.html list them all)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -230,12 +281,52 @@ def impl_name(impl: Callable[..., Any]) -> str:
     return f"{module}:{name}" if module else name
 
 
-def judges_for(names: Sequence[str]) -> list[Oracle]:
-    """Reverse-mode framework oracles that can run on the CPU here."""
-    for name in names:
-        if name not in ("torch", "jax"):
-            raise ValueError(f"unknown tie-breaker {name!r}; expected torch or jax")
-    return [o for o in registry.build(names, ("reverse",)) if o.available("cpu") is None]
+FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
+_ANNOUNCED: set[tuple[str, ...]] = set()  # per process: tie-breakers already announced
+
+
+class Judges(Sequence[Oracle]):
+    """The tie-breakers: reverse-mode framework oracles that can run on the CPU here, made
+    (and their frameworks imported, seconds each) only when they are first iterated, that is
+    when a first case disagrees; a check whose cases all agree never imports them. The first
+    use in a process says so on one stderr line. Sent to a worker process as the names only."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name not in FRAMEWORK_NAMES:
+                raise ValueError(f"unknown tie-breaker {name!r}; expected torch or jax")
+        self.names = tuple(names)
+        self._ready: list[Oracle] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def __iter__(self) -> Iterator[Oracle]:
+        return iter(self.ready())
+
+    def __len__(self) -> int:
+        return len(self.ready())
+
+    def __getitem__(self, index: Any) -> Any:  # Any: Sequence's int and slice overloads
+        return self.ready()[index]
+
+    def ready(self) -> list[Oracle]:
+        if self._ready is None:
+            if self.names and self.names not in _ANNOUNCED:
+                _ANNOUNCED.add(self.names)
+                print(f"importing {' and '.join(FRAMEWORK_NAMES[n] for n in self.names)} to "
+                      "break a tie", file=sys.stderr, flush=True)
+            self._ready = [o for o in registry.build(self.names, ("reverse",))
+                           if o.available("cpu") is None]
+        return self._ready
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"names": self.names, "_ready": None}
+
+
+def judges_for(names: Sequence[str]) -> Judges:
+    """The tie-breakers ``names`` (``torch``, ``jax``), made when first needed (``Judges``)."""
+    return Judges(names)
 
 
 def check_case(impl: Implementation, case: Case, judges: Sequence[Oracle] = (),

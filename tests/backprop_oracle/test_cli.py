@@ -61,3 +61,48 @@ def test_bad_usage_is_one_line_and_exit_two(args, words, capsys) -> None:
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
+
+
+def test_version(capsys) -> None:
+    from importlib.metadata import version
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"backprop-oracle {version('backprop-oracle')}"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["replay"], ["vectors", "verify"]])
+def test_help_states_exit_codes_and_case_id(command, capsys) -> None:
+    assert cli.main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert f"\n  {code}" in text, code
+    assert "CASE_ID: the 16 hex digits" in text
+
+
+def test_run_help_shows_every_default(capsys) -> None:
+    assert cli.main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's wrapping
+    for option, default in [("--families", "all"), ("--oracles", "all"), ("--modes", "both"),
+                            ("--devices", "cpu"), ("--dtypes", "both"),
+                            ("--precisions", "strict"), ("--cases", "12"), ("--seed", "0"),
+                            ("--kinks", "off"), ("--out", "bo-out"),
+                            ("--case-timeout", "600")]:
+        help_text = text.split(option, 2)[-1].split(" --", 1)[0]  # the option's own line
+        assert "default" in help_text and default in help_text, (option, help_text)
+
+
+def test_drawing_cases_and_the_cli_need_no_hypothesis() -> None:
+    """A bare install has no hypothesis (a dev dependency): ``bo.cases`` and ``run``'s
+    imports must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "import backprop_oracle as bo\n"
+            "assert len(bo.cases('mlp', 2)) == 2\n"
+            "from backprop_oracle import cli\n"
+            "from backprop_oracle.properties.campaign import engine\n"
+            "from backprop_oracle.properties.check import api\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -16,7 +16,7 @@ from backprop_oracle.oracles.finite_differences import FiniteDifferences
 from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
 from backprop_oracle.properties.campaign.assertions import assert_agree
-from backprop_oracle.properties.cases import strategies as S
+from backprop_oracle.properties.cases import hypothesis_strategies as S
 from backprop_oracle.properties.comparison.compare import compare
 from backprop_oracle.properties.comparison.evaluate import evaluate
 

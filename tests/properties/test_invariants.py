@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given
 
 import backprop_oracle as bo
-from backprop_oracle.properties.cases import strategies as S
+from backprop_oracle.properties.cases import hypothesis_strategies as S
 from backprop_oracle.reference.case import Conv2d, Dense, node
 from backprop_oracle.reference.costs import softmax_cross_entropy
 from backprop_oracle.reference.training import minibatch

@@ -25,7 +25,7 @@ import backprop_oracle as bo
 from backprop_oracle.oracles.jax_oracle import JaxOracle
 from backprop_oracle.oracles.torch_oracle import TorchOracle
 from backprop_oracle.properties.campaign.assertions import assert_agree
-from backprop_oracle.properties.cases import strategies as S
+from backprop_oracle.properties.cases import hypothesis_strategies as S
 from backprop_oracle.properties.check.training import update_record, update_tolerance
 from backprop_oracle.properties.comparison.compare import where
 from backprop_oracle.properties.comparison.records import Record

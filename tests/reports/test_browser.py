@@ -16,6 +16,8 @@ from backprop_oracle.properties.campaign import engine as campaign
 from backprop_oracle.properties.campaign.output import finish
 from backprop_oracle.properties.comparison.records import RecordWriter
 
+np = pytest.importorskip("numpy")
+
 CHROMIUM = "/usr/bin/chromium"
 EVIL = "<script>window.__pwned = 1</script>impl"
 
@@ -80,3 +82,111 @@ def test_report_in_a_real_browser(report: Path, tmp_path: Path) -> None:
         page.screenshot(path=str(shots / "report.png"), full_page=True)
         browser.close()
     assert (shots / "report.png").stat().st_size > 10_000
+
+
+class Nudged(Oracle):
+    """A correct implementation up to ``ulps`` units in the last place at the last element of
+    every gradient: it agrees, and its worst element is the same for every ``Nudged``."""
+
+    mode = "reverse"
+
+    def __init__(self, name: str, ulps: int) -> None:
+        self.name, self.ulps = name, ulps
+
+    def run(self, case: bo.Case, device: str = "cpu", dtype: str | None = None) -> bo.Result:
+        result = bo.backprop(case)
+        grads = {}
+        for key, g in result.grads.items():
+            g = np.array(g, copy=True)
+            i = g.size - 1
+            for _ in range(self.ulps):
+                g.flat[i] = np.nextafter(g.flat[i], np.inf)
+            grads[key] = g
+        result.grads = grads
+        return result
+
+
+class NoGPU(Oracle):
+    """An implementation that cannot run here: one ``unsupported`` record with its reason."""
+
+    name, mode = "gpu-only", "reverse"
+
+    def available(self, device: str = "cpu") -> str | None:
+        return "gpu-only needs a CUDA kernel that this machine lacks"
+
+    def run(self, case: bo.Case, device: str = "cpu", dtype: str | None = None) -> bo.Result:
+        raise AssertionError("never run")
+
+
+@pytest.fixture(scope="module")
+def agreeing_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from backprop_oracle.oracles.finite_differences import FiniteDifferences
+
+    out = tmp_path_factory.mktemp("agree")
+    case = bo.cases("mlp", 1, seed=1, max_layers=2, max_width=4, dtypes=["float64"],
+                    activations=["tanh"])[0]
+    assert all(np.all(g != 0) for g in bo.backprop(case).grads.values())  # nudges are seen
+    runnable = [(FiniteDifferences(), "cpu"), (Nudged("nudged-a", 2), "cpu"),
+                (Nudged("nudged-b", 1), "cpu"), (NoGPU(), "cpu")]
+    with RecordWriter(out / "records.jsonl") as writer:
+        writer.write(campaign.run_case(case, runnable, out))
+    summary = finish(out)
+    assert summary.exit_code == 0 and summary.verdicts["unsupported"] == 1
+    return out / "report.html"
+
+
+def test_all_agree_report_in_a_real_browser(agreeing_report: Path, tmp_path: Path) -> None:
+    """Closest calls with drill-downs, every oracle's value at the same element, and a plain
+    panel with the reason for the unsupported oracle (no agreement bar)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shots = Path(os.environ.get("BO_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(agreeing_report.as_uri())
+        assert page.locator("#verdict").inner_text().startswith("PASS")
+        closest = page.locator("#closest-calls")
+        assert closest.is_visible() and "Closest calls" in closest.inner_text()
+        assert "Nothing but agreement" not in page.locator("body").inner_text()
+        rows = page.locator("tr.worst-row")
+        assert rows.count() == 3  # fd, nudged-a, nudged-b; never the unsupported one
+        assert "gpu-only" not in page.locator("#worst-table").inner_text()
+        rows.first.locator("a").first.click()
+        assert page.locator("#drill-0").is_visible()
+        assert page.locator("#drill-0 svg").count() == 1
+        # the nudged oracles' drill-down: both at the same element, values shown there
+        nudged = page.locator("section.drill", has_text="nudged-a/reverse on cpu").first
+        table = nudged.locator("table.same-element")
+        assert table.is_visible()
+        header = table.locator("tr").first.inner_text()
+        assert header.split("value at ")[1].startswith("(")
+        same = table.locator("tr.same")
+        assert same.count() == 2
+        assert {"nudged-a", "nudged-b"} == {same.nth(i).inner_text().split("/")[0].strip()
+                                             for i in range(2)}
+        for i in range(2):
+            assert _is_float(same.nth(i).locator("td.at-index").inner_text())
+        fd = table.locator("tr", has_text="fd/").first  # its own worst element, labelled
+        assert "not recorded" in fd.inner_text()
+        panel = page.locator("section.plain", has_text="gpu-only")
+        assert panel.count() == 1 and panel.is_visible()
+        assert "needs a CUDA kernel" in panel.inner_text()
+        assert panel.locator("svg").count() == 0 and "tolerance" not in panel.inner_text()
+        page.screenshot(path=str(shots / "report-all-agree.png"), full_page=True)
+        nudged.scroll_into_view_if_needed()
+        nudged.screenshot(path=str(shots / "report-same-element.png"))
+        page.locator("#not-compared").scroll_into_view_if_needed()
+        browser.close()
+    assert (shots / "report-all-agree.png").stat().st_size > 10_000
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -46,7 +46,10 @@ def test_user_strings_are_escaped(tmp_path) -> None:
     _, page, md = build(tmp_path, evil + [skip(reason=EVIL)], environment={"who": EVIL})
     assert EVIL not in page and "<script" not in page
     assert "&lt;script&gt;" in page
-    assert EVIL not in md
+    # Markdown shows a code span's text literally (escaping it would show "&lt;"); outside
+    # code spans every user string is escaped
+    assert f"`{EVIL}`" in md and "&lt;" not in "".join(re.findall(r"`[^`]*`", md))
+    assert "<script" not in re.sub(r"`[^`]*`", "", md)
 
 
 def test_passing_report(tmp_path) -> None:
@@ -89,3 +92,55 @@ def test_records_without_a_replay_command_show_no_empty_one(tmp_path) -> None:
     _, page, md = build(tmp_path, records)
     assert "Replay:" not in page and "— ``" not in md
     assert "enters at layer 2" in md
+
+
+def test_all_agree_report_shows_the_closest_calls(tmp_path) -> None:
+    """No divergence: the largest error / tolerance is drilled into, never unsupported or
+    skipped records, which get a plain panel with their reason (no agreement bar)."""
+    unsupported = record("u", oracle="jax", verdict="unsupported", quantity="run", name="-",
+                         margin=0.0, detail={"reason": "jax has no l2pool"})
+    records = [record("a", margin=1e-3), record("b", margin=0.4), record("b", name="b1"),
+               record("c", margin=1e-6), unsupported, skip()]
+    summary, page, md = build(tmp_path, records)
+    assert summary.exit_code == 0
+    assert 'id="closest-calls"' in page and "Nothing but agreement" not in page
+    rows = re.findall(r'<tr class="worst-row">.*?</tr>', page, re.S)
+    assert len(rows) == 3 and ">b<" in rows[0] and ">c<" in rows[-1]  # closest first
+    assert 'id="drill-0"' in page and "case <code>b</code>" in page
+    assert "case <code>u</code>" not in page.split('id="not-compared"')[0]  # never "worst"
+    panels = page.split('id="not-compared"')[1].split("<h2")[0]
+    assert "jax has no l2pool" in panels and "no CUDA device present" in panels
+    assert "<svg" not in panels and "tolerance 0" not in panels
+    assert "### Closest calls" in md and "jax has no l2pool" in md
+
+
+def test_every_oracle_is_shown_at_the_same_element(tmp_path) -> None:
+    """The drill-down's table shows a value "at (i, j)" only for oracles whose record is at
+    that element; the others are labelled with their own worst element."""
+    records = [record("x", margin=0.5, worst_index=(1, 2), actual_value=0.2511),
+               record("x", oracle="jax", margin=0.1, worst_index=(1, 2), actual_value=0.2522),
+               record("x", oracle="fd", mode="fd", margin=0.2, worst_index=(0, 1),
+                      expected_value=-0.75, actual_value=-0.7533)]
+    _, page, _ = build(tmp_path, records)
+    table = re.search(r'<table class="same-element">.*?</table>', page, re.S).group(0)
+    assert "value at (1, 2)" in table
+    assert table.count('class="same"') == 2 and "0.252" in table and "0.251" in table
+    fd = next(row for row in re.findall(r"<tr.*?</tr>", table, re.S) if "fd/fd" in row)
+    assert "not recorded" in fd and "(0, 1)" in fd and "-0.753" in fd
+
+
+def test_blame_vote_is_a_sentence_and_a_table(tmp_path) -> None:
+    vote = {"blame": "torch", "votes": {"reference vs torch": "diverge",
+                                         "reference vs fd": "agree", "fd vs torch": "diverge"}}
+    records = [replace(r, detail=vote) for r in planted_divergence()]
+    _, page, _ = build(tmp_path, records)
+    assert "torch is the odd one out" in page
+    assert '<table class="votes">' in page and "<td>fd vs torch</td>" in page
+    assert "{&#39;" not in page and "votes:" not in page  # no raw dict
+
+
+def test_summary_md_lists_one_comparison_per_line(tmp_path) -> None:
+    records = [record(f"k{i}", verdict="kink", margin=2.0 + i, name="a<b") for i in range(3)]
+    _, _, md = build(tmp_path, records)
+    items = [line for line in md.splitlines() if re.match(r"\d+\. ", line)]
+    assert len(items) == 3 and all("`a<b`" in line for line in items)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import backprop_oracle as bo
+from backprop_oracle.properties.cases import hypothesis_strategies as HS
 from backprop_oracle.properties.cases import strategies as S
 from backprop_oracle.reference import pooling
 from backprop_oracle.reference.activations import KINKED
@@ -28,7 +29,7 @@ def kink_distances(case: bo.Case) -> tuple[float, float]:
 
 
 @STRICT
-@given(S.any_cases())
+@given(HS.any_cases())
 def test_drawn_cases_are_valid_and_backprop_runs(case: bo.Case) -> None:
     result = bo.backprop(case)
     assert np.isfinite(result.loss)
@@ -38,7 +39,7 @@ def test_drawn_cases_are_valid_and_backprop_runs(case: bo.Case) -> None:
 
 
 @STRICT
-@given(S.mlp_cases())
+@given(HS.mlp_cases())
 def test_mlp_architecture_bounds(case: bo.Case) -> None:
     dense = [s for s in case.layers if isinstance(s, Dense)]
     assert 1 <= len(dense) <= 5 and 1 <= case.batch <= 32
@@ -48,7 +49,7 @@ def test_mlp_architecture_bounds(case: bo.Case) -> None:
 
 
 @STRICT
-@given(S.cnn_cases())
+@given(HS.cnn_cases())
 def test_cnn_geometry_fits(case: bo.Case) -> None:
     convs = [s for s in case.layers if isinstance(s, Conv2d)]
     assert 1 <= len(convs) <= 2 and any(isinstance(s, Pool) for s in case.layers)
@@ -58,7 +59,7 @@ def test_cnn_geometry_fits(case: bo.Case) -> None:
 
 
 @STRICT
-@given(S.any_cases(families=("mlp", "cnn", "softmax")))
+@given(HS.any_cases(families=("mlp", "cnn", "softmax")))
 def test_default_draws_keep_away_from_kinks(case: bo.Case) -> None:
     relu_z, gap = kink_distances(case.astype("float64"))
     assert relu_z >= S.MARGIN * 0.99, f"ReLU input within {relu_z:.3g} of 0"
@@ -122,7 +123,7 @@ def test_unknown_family_is_named() -> None:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(S.graph_cases())
+@given(HS.graph_cases())
 def test_graph_draws_respect_domains(case: bo.Case) -> None:
     for spec in case.layers:
         assert spec.op in ("add", "mul", "div", "neg", "exp", "reciprocal", "log", "sigmoid")
