@@ -207,10 +207,11 @@ def _elapsed(seconds: float) -> str:
 
 
 class Progress:
-    """Progress on stderr. On a terminal, a tqdm bar whose description says what the job is
-    doing (``status``). Elsewhere (CI logs) plain lines: each ``status`` at once, then one line
-    every ``BO_PROGRESS_SECONDS`` seconds (default 30) from a background thread, so a long
-    case or a slow import still shows the job is alive, and a last line on ``close``."""
+    """Progress. On a terminal (stderr), a tqdm bar whose description says what the job is
+    doing (``status``). Elsewhere (CI logs) plain lines on stdout, so that stderr keeps only
+    errors: each ``status`` at once, then one line every ``BO_PROGRESS_SECONDS`` seconds
+    (default 30) from a background thread, so a long case or a slow import still shows the job
+    is alive, and a last line on ``close``."""
 
     def __init__(self, unit: str = "cases", stream: Any = None, tty: bool | None = None,
                  interval: float | None = None) -> None:
@@ -218,11 +219,13 @@ class Progress:
         import time
 
         self.stream = stream or sys.stderr
+        is_tty = getattr(self.stream, "isatty", lambda: False)
+        if not (is_tty() if tty is None else tty) and stream is None:
+            self.stream = sys.stdout  # plain lines go with the log; stderr is for errors only
         self.unit, self.done, self.total, self.text = unit, 0, 0, "starting"
         self.clock, self.start = time.monotonic, time.monotonic()
         self.bar: Any = None
         self.lock, self.stopped = threading.Lock(), threading.Event()
-        is_tty = getattr(self.stream, "isatty", lambda: False)
         if is_tty() if tty is None else tty:
             from tqdm import tqdm
 

@@ -49,9 +49,10 @@ def test_run_off_a_terminal_prints_progress_lines(tmp_path: Path) -> None:
         capture_output=True, text=True, env=_env(BO_PROGRESS_SECONDS="0.05"), timeout=300,
         cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert "running 1 cases" in proc.stderr
-    assert re.search(r"^\[\d+s\] 1/1 cases finished \(100%\)$", proc.stderr, re.M), proc.stderr
-    assert "\r" not in proc.stderr  # no tqdm bar in a log
+    assert "running 1 cases" in proc.stdout
+    assert re.search(r"^\[\d+s\] 1/1 cases finished \(100%\)$", proc.stdout, re.M), proc.stdout
+    assert "\r" not in proc.stdout + proc.stderr  # no tqdm bar in a log
+    assert proc.stderr == "", "stderr is for errors only"
     assert re.search(r"^\d+ records \(1 cases\): \d+ agree$", proc.stdout, re.M), proc.stdout
 
 
