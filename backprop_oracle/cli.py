@@ -90,6 +90,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _draw_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say which cases to draw (``check``, ``vectors export``)."""
+    parser.add_argument("--families", "--family", dest="families", type=_csv, default=None,
+                        help="comma-separated families to draw (default: all)")
+    parser.add_argument("--cases", type=_case_count, default=20,
+                        help="cases per family (default 20)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="(default 0)")
+    parser.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
+                        help="restrict the drawn cases, e.g. activations=sigmoid,tanh "
+                             "max_layers=3 dtypes=float64 (repeatable)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="backprop-oracle",
@@ -129,14 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="verify another implementation: MODULE:CALLABLE "
                                          "returning gradients keyed like case.params")
     check.add_argument("target", help="MODULE:CALLABLE or path/to/file.py:CALLABLE")
-    check.add_argument("--families", "--family", dest="families", type=_csv, default=None,
-                       help="comma-separated families to draw (default: all)")
-    check.add_argument("--cases", type=_case_count, default=20,
-                       help="cases per family (default 20)")
-    check.add_argument("--seed", type=_non_negative_int, default=0, help="(default 0)")
-    check.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
-                       help="restrict the drawn cases, e.g. activations=sigmoid,tanh "
-                            "max_layers=3 dtypes=float64 (repeatable)")
+    _draw_options(check)
     check.add_argument("--training", action="store_true",
                        help="CALLABLE(case, training) returns [params after the step]: check "
                             "SGD with momentum and schedule step by step")
@@ -160,13 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     export = vsub.add_parser("export", help="write cases, the reference's answers and "
                                             "per-element tolerances into DIR")
     export.add_argument("directory", type=Path, metavar="DIR")
-    export.add_argument("--families", "--family", dest="families", type=_csv, default=None,
-                        help="comma-separated families to draw (default: all)")
-    export.add_argument("--cases", type=_case_count, default=20,
-                        help="cases per family (default 20)")
-    export.add_argument("--seed", type=_non_negative_int, default=0, help="(default 0)")
-    export.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
-                        help="restrict the drawn cases, as for check (repeatable)")
+    _draw_options(export)
     verify = vsub.add_parser("verify", help="check RESULTS/<case_id>.npz (keys W1, b1, ..., "
                                             "optionally loss, delta<l>) against DIR")
     verify.add_argument("directory", type=Path, metavar="DIR")
