@@ -87,7 +87,8 @@ def pad(a: Array, padding: int) -> Array:
 
 def dense_z(a: Array, W: Array, b: Array) -> Array:
     """``z = a W^T + b`` for ``a`` of shape ``(..., in)``."""
-    return a @ np.swapaxes(W, -1, -2) + b
+    with np.errstate(invalid="ignore"):  # spurious OpenBLAS flag: see reference.dense.matmul
+        return a @ np.swapaxes(W, -1, -2) + b
 
 
 def conv_z(a: Array, W: Array, b: Array, stride: int, padding: int) -> Array:

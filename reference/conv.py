@@ -13,6 +13,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from .dense import matmul
+
 Array = NDArray[np.floating]
 
 
@@ -56,7 +58,7 @@ def forward(a_prev: Array, W: Array, b: Array, stride: int, padding: int) -> Arr
     out_channels, k = W.shape[0], W.shape[2]
     h_out = (a_pad.shape[2] - k) // stride + 1
     w_out = (a_pad.shape[3] - k) // stride + 1
-    z = W.reshape(out_channels, -1) @ im2col(a_pad, k, stride)  # (n, o, h_out*w_out)
+    z = matmul(W.reshape(out_channels, -1), im2col(a_pad, k, stride))  # (n, o, h_out*w_out)
     return z.reshape(a_prev.shape[0], out_channels, h_out, w_out) + b[None, :, None, None]
 
 
@@ -73,11 +75,12 @@ def backward(delta: Array, a_prev: Array, W: Array, stride: int, padding: int,
     n, out_channels, h_out, w_out = delta.shape
     c, k = W.shape[1], W.shape[2]
     delta_flat = delta.reshape(n, out_channels, h_out * w_out)
-    nabla_w = (delta_flat @ im2col(a_pad, k, stride).transpose(0, 2, 1)).sum(axis=0)
+    nabla_w = matmul(delta_flat, im2col(a_pad, k, stride).transpose(0, 2, 1)).sum(axis=0)
     nabla_b = delta.sum(axis=(0, 2, 3))
     if not need_input_grad:
         return nabla_w.reshape(W.shape), nabla_b, None
-    d_cols = (W.reshape(out_channels, -1).T @ delta_flat).reshape(n, c, k, k, h_out, w_out)
+    d_cols = matmul(W.reshape(out_channels, -1).T, delta_flat).reshape(n, c, k, k, h_out,
+                                                                     w_out)
     parts = [(u, v, d_cols[:, :, u, v]) for u in range(k) for v in range(k)]
     da_pad = scatter_offsets(parts, a_pad.shape, stride)
     h, w = a_prev.shape[2], a_prev.shape[3]

@@ -13,9 +13,19 @@ from numpy.typing import NDArray
 Array = NDArray[np.floating]
 
 
+def matmul(a: Array, b: Array) -> Array:
+    """``a @ b``. Some OpenBLAS kernels leave the floating-point "invalid" flag set for
+    finite inputs (numpy#24067, OpenBLAS#1924), which NumPy reports as a spurious, flaky
+    ``RuntimeWarning: invalid value encountered in matmul``; that flag is ignored here. A
+    real invalid product (``inf * 0``) still shows as NaN in the result, which every
+    comparison reports as ``nan``."""
+    with np.errstate(invalid="ignore"):
+        return a @ b
+
+
 def forward(a_prev: Array, W: Array, b: Array) -> Array:
     """``z^l = W^l a^(l-1) + b^l``."""
-    return a_prev @ W.T + b
+    return matmul(a_prev, W.T) + b
 
 
 def backward(delta: Array, a_prev: Array, W: Array, need_input_grad: bool = True
@@ -26,7 +36,7 @@ def backward(delta: Array, a_prev: Array, W: Array, need_input_grad: bool = True
     BP4: ``dC/dW^l = sum_x delta^(x,l) (a^(x,l-1))^T``; BP3: ``dC/db^l = sum_x delta^(x,l)``;
     and ``(W^l)^T delta^l``, which BP2 multiplies by ``sigma'(z^(l-1))``.
     """
-    nabla_w = delta.T @ a_prev  # BP4
+    nabla_w = matmul(delta.T, a_prev)  # BP4
     nabla_b = delta.sum(axis=0)  # BP3
-    da_prev = delta @ W if need_input_grad else None  # BP2, before ⊙ sigma'(z^(l-1))
+    da_prev = matmul(delta, W) if need_input_grad else None  # BP2, before ⊙ sigma'(z^(l-1))
     return nabla_w, nabla_b, da_prev
