@@ -16,6 +16,7 @@ import multiprocessing
 import signal
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout  # builtin TimeoutError from 3.11
 from typing import Any
 
 import cloudpickle
@@ -84,7 +85,7 @@ class Worker:
         while True:
             try:
                 return list(future.result(timeout=POLL))
-            except TimeoutError as exc:
+            except FutureTimeout as exc:
                 if future.done():  # the task's own limit: pebble killed the worker
                     return self._failed(case, oracle, device, replay, CaseTimeout(
                         f"the case ran past the time limit of {self.timeout:g} s "
@@ -99,12 +100,13 @@ class Worker:
             except CancelledError:
                 raise Interrupted from None
             except Exception as exc:  # the reference itself failed in the worker
-                return self._failed(case, oracle, device, replay, exc, exc)
+                return self._failed(case, oracle, device, replay, exc, None)
 
     @staticmethod
     def _failed(case: Case, oracle: Oracle, device: str, replay: str | None,
-                error: Exception, cause: BaseException) -> list[Record]:
-        error.__cause__ = cause
+                error: Exception, cause: BaseException | None) -> list[Record]:
+        if cause is not None:
+            error.__cause__ = cause
         return [error_record(where(case, oracle.name, oracle.mode, device, case.dtype,
                                    precision=oracle.precision, replay=replay), error)]
 
