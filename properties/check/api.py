@@ -77,6 +77,14 @@ class Report:
     replay: str = ""
     interrupted: bool = False
 
+    def add(self, case: Case, records: list[Record], output: Output | None = None) -> None:
+        """A finished case and its records (written to ``output`` at once, when given)."""
+        self.cases.append(case)
+        self.records += records
+        if output is not None:
+            output.save_case(case)
+            output.write(records)
+
     @property
     def ok(self) -> bool:
         """No divergence, no one-sided NaN, no error raised by or found in the returns
@@ -366,11 +374,7 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
                                            replay=replay.format(case=case), stop=stop))
             except Interrupted:
                 break
-            report.cases.append(case)
-            report.records += records
-            if output is not None:
-                output.save_case(case)
-                output.write(records)
+            report.add(case, records, output)
             if progress:
                 progress(i, len(chosen))
         report.interrupted = stop.requested

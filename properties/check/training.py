@@ -168,10 +168,6 @@ def check_training(impl: TrainImpl, cases: Sequence[Case] | Case | str,
             if stop.requested:
                 break
             records = check_training_case(impl, case, training, label, replay)
-            report.cases.append(case)
-            report.records += records
-            if output is not None:
-                output.save_case(case)
-                output.write(records)
+            report.add(case, records, output)
         report.interrupted = stop.requested
     return report

@@ -150,14 +150,19 @@ def test_run_with_devices_cuda_skips_each_framework_under_its_own_name(tmp_path:
                 assert "gpu" in reason, reason
 
 
+def _python(code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter from the repository root."""
+    return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True,
+                          text=True, env=_env(), timeout=300, cwd=ROOT)
+
+
 def test_a_check_that_agrees_never_imports_torch_or_jax() -> None:
     code = ("import sys, backprop_oracle as bo\n"
             "r = bo.check(lambda c: dict(bo.backprop(c).grads), 'mlp', n=3, seed=1,"
             " max_width=5, max_batch=4, max_layers=3)\n"
             "assert r.ok, r.summary()\n"
             "print(sorted(m for m in ('torch', 'jax') if m in sys.modules))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=_env(), timeout=300, cwd=ROOT)
+    proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
     assert "break a tie" not in proc.stderr
@@ -168,8 +173,7 @@ def test_a_disagreeing_check_says_it_imports_the_tie_breakers() -> None:
             "def bad(c):\n"
             "    g = dict(bo.backprop(c).grads); g['W1'] = g['W1'] * 3 + 1; return g\n"
             "bo.check(bad, 'mlp', n=2, seed=1, max_width=5, max_batch=4, max_layers=3)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=_env(), timeout=300, cwd=ROOT)
+    proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("importing PyTorch and JAX to break a tie") == 1, proc.stderr
 
@@ -181,7 +185,6 @@ def test_drawing_raises_no_warning(family: str, n: int) -> None:
             f"for seed in (0, 1):\n"
             f"    bo.cases({family!r}, {n}, seed=seed)\n"
             f"    bo.cases({family!r}, {n // 3}, seed=seed, kinks=True)\n")
-    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
-                          text=True, env=_env(), timeout=300, cwd=ROOT)
+    proc = _python(code, "-W", "error")
     assert proc.returncode == 0, proc.stderr
     assert not proc.stderr, proc.stderr

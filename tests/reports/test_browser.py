@@ -5,8 +5,11 @@ look at. Needs Debian's chromium (installed by ``.ci/run``) and Playwright for P
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,15 +60,25 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "report.html"
 
 
-def test_report_in_a_real_browser(report: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (flags for this closed network)."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    shots = Path(os.environ.get("BO_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_report_in_a_real_browser(report: Path, tmp_path: Path) -> None:
+    shots = Path(os.environ.get("BO_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with _browser() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         page.goto(report.as_uri())
         assert page.locator("#verdict").inner_text().startswith("FAIL")
@@ -80,7 +93,6 @@ def test_report_in_a_real_browser(report: Path, tmp_path: Path) -> None:
         assert EVIL in page.locator("body").inner_text()  # shown as text ...
         assert page.evaluate("window.__pwned") is None  # ... never executed
         page.screenshot(path=str(shots / "report.png"), full_page=True)
-        browser.close()
     assert (shots / "report.png").stat().st_size > 10_000
 
 
@@ -138,14 +150,9 @@ def agreeing_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_all_agree_report_in_a_real_browser(agreeing_report: Path, tmp_path: Path) -> None:
     """Closest calls with drill-downs, every oracle's value at the same element, and a plain
     panel with the reason for the unsupported oracle (no agreement bar)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     shots = Path(os.environ.get("BO_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+    with _browser() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         page.goto(agreeing_report.as_uri())
         assert page.locator("#verdict").inner_text().startswith("PASS")
@@ -180,7 +187,6 @@ def test_all_agree_report_in_a_real_browser(agreeing_report: Path, tmp_path: Pat
         nudged.scroll_into_view_if_needed()
         nudged.screenshot(path=str(shots / "report-same-element.png"))
         page.locator("#not-compared").scroll_into_view_if_needed()
-        browser.close()
     assert (shots / "report-all-agree.png").stat().st_size > 10_000
 
 
