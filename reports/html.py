@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from ..properties.comparison.records import number, read_records
+from ..properties.comparison.records import index_key, number, read_records
 from . import plots
 from .summary import MATRIX_KEYS, VERDICTS, Summary, cell_key, severity
 
@@ -192,21 +192,24 @@ EVENTS = ("run", "skip")  # records that compared no tensor
 
 def _same_element(top: dict, records: list[dict], dtype: str) -> dict:
     """Every oracle's record of ``top``'s tensor (same case and dtype), for the table "at
-    ``top``'s worst element". A record keeps an oracle's value only at that oracle's own worst
-    element, so the value at ``top``'s index is known only where the two indices coincide;
-    elsewhere the table shows the oracle's own worst element, labelled as such, never as
-    if it were the same element."""
+    ``top``'s worst element": each oracle's value there (``detail["values"]``, kept for every
+    oracle's worst element by ``cross_values``). Where a record has no value there (written
+    before 0.3, or its worker process was replaced), the table shows the oracle's own worst
+    element, labelled as such, never as if it were the same element."""
     index = top.get("worst_index")
+    key = index_key(index or ())
     rows = []
     for r in records:
         if r.get("dtype") != dtype or r.get("quantity") in EVENTS:
             continue
-        same = r.get("worst_index") == index
+        values = (r.get("detail") or {}).get("values") or {}
+        same = r.get("worst_index") == index or key in values
+        value = values.get(key, r.get("actual_value")) if same else None
         rows.append({"label": f"{r.get('oracle')}/{r.get('mode')} {r.get('device')} "
                               f"{r.get('precision', '')}",
                      "verdict": r.get("verdict"), "margin": r.get("margin"), "same": same,
-                     "value": r.get("actual_value") if same else None,
-                     "own_index": r.get("worst_index"), "own_expected": r.get("expected_value"),
+                     "value": value, "own_index": r.get("worst_index"),
+                     "own_expected": r.get("expected_value"),
                      "own_value": r.get("actual_value"), "is_top": r is top})
     rows.sort(key=lambda row: (not row["is_top"], not row["same"]))
     return {"index": index, "reference": top.get("expected_value"), "rows": rows[:12],
@@ -232,7 +235,8 @@ def _detail(value: object) -> dict:
     and a table of pairwise verdicts; any other fields as ``key: value`` text."""
     if not isinstance(value, dict):
         return {"text": "" if value is None else str(value), "vote": "", "votes": []}
-    text = " · ".join(f"{k}: {v}" for k, v in value.items() if k not in ("blame", "votes"))
+    text = " · ".join(f"{k}: {v}" for k, v in value.items()
+                      if k not in ("blame", "votes", "values"))
     blame, votes = value.get("blame"), value.get("votes")
     if blame is None:
         vote = ""

@@ -24,7 +24,7 @@ from ...reference.case import DTYPES, FAMILY_NAMES, Case
 from ..cases.strategies import Constraints, check_memory, iter_cases
 from ..comparison.compare import where
 from ..comparison.error_model import bounds
-from ..comparison.evaluate import evaluate
+from ..comparison.evaluate import Results, cross_values, evaluate
 from ..comparison.records import Record, error_record, replay_command, skip_record, to_jsonable
 from .output import Output, environment_of
 from .stopping import Interrupted, Stop
@@ -181,26 +181,28 @@ def run(config: RunConfig, out_dir: Path, progress: Callable[[int, int], None] |
 def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path,
              worker: Worker | None = None, stop: Stop | None = None) -> list[Record]:
     """Every runnable oracle on one case, against the reference (computed once, as are the
-    error-model bounds; in the worker when there is one). Raises ``Interrupted`` when ``stop``
-    is requested before the case is complete."""
+    error-model bounds; in the worker when there is one); each tensor record also holds its
+    oracle's values at the other oracles' worst elements (``cross_values``). Raises
+    ``Interrupted`` when ``stop`` is requested before the case is complete."""
     replay = replay_command(case.case_id, out_dir)
     records: list[Record] = []
     if worker is not None:
         for oracle, device in runnable:
             _check(stop)
             records += worker.evaluate(case, oracle, device, replay=replay, stop=stop)
-        return records
+        return worker.cross_values(case, records)
     try:
         reference = backprop(case)
         model = bounds(case)
     except Exception as exc:  # the reference itself failed: one record says so
         return [error_record(where(case, "reference", "reverse", "cpu", case.dtype,
                                    precision="strict", replay=replay), exc)]
+    results: Results = {}
     for oracle, device in runnable:
         _check(stop)
         records += evaluate(case, oracle, device, reference=reference, model=model,
-                            replay=replay)
-    return records
+                            replay=replay, keep=results)
+    return cross_values(records, results)
 
 
 def _check(stop: Stop | None) -> None:

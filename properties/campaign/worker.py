@@ -27,7 +27,7 @@ from ...reference import backprop
 from ...reference.case import Case
 from ..comparison.compare import where
 from ..comparison.error_model import bounds
-from ..comparison.evaluate import evaluate
+from ..comparison.evaluate import cross_values, evaluate
 from ..comparison.records import Record, error_record
 from .stopping import Interrupted, Stop
 
@@ -52,16 +52,22 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-_LAST: dict[str, Any] = {}  # in the worker: the last case's id, reference and bounds
+_LAST: dict[str, Any] = {}  # in the worker: the last case's id, reference, bounds, results
 
 
 def _evaluate(payload: bytes) -> list[Record]:
     case, oracle, device, judges, replay = cloudpickle.loads(payload)
     if _LAST.get("case_id") != case.case_id:
         _LAST.clear()
-        _LAST.update(case_id=case.case_id, reference=backprop(case), model=bounds(case))
+        _LAST.update(case_id=case.case_id, reference=backprop(case), model=bounds(case),
+                     results={})
     return evaluate(case, oracle, device, reference=_LAST["reference"], model=_LAST["model"],
-                    judges=judges, replay=replay)
+                    judges=judges, replay=replay, keep=_LAST["results"])
+
+
+def _cross_values(case_id: str, records: list[Record]) -> list[Record]:
+    results = _LAST.get("results", {}) if _LAST.get("case_id") == case_id else {}
+    return cross_values(records, results)
 
 
 class Worker:
@@ -101,6 +107,16 @@ class Worker:
                 raise Interrupted from None
             except Exception as exc:  # the reference itself failed in the worker
                 return self._failed(case, oracle, device, replay, exc, None)
+
+    def cross_values(self, case: Case, records: list[Record]) -> list[Record]:
+        """``cross_values`` of the case's records, from the results the worker kept (none
+        where its process was replaced meanwhile); ``records`` unchanged if that fails."""
+        future = self.pool.schedule(_cross_values, args=(case.case_id, records),
+                                    timeout=self.timeout)
+        try:
+            return list(future.result())
+        except Exception:  # the values are an addition; the records stand without them
+            return records
 
     @staticmethod
     def _failed(case: Case, oracle: Oracle, device: str, replay: str | None,

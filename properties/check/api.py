@@ -37,7 +37,7 @@ from ..campaign.output import Output, environment_of
 from ..campaign.stopping import Interrupted, Stop, graceful
 from ..campaign.worker import worker_for
 from ..comparison.error_model import bounds
-from ..comparison.evaluate import BadReturn, evaluate
+from ..comparison.evaluate import BadReturn, Results, cross_values, evaluate
 from ..comparison.records import FAILING, Record, case_verdict, message, rank
 
 Impl = Callable[[Case], Mapping[str, Any]]
@@ -339,9 +339,12 @@ def judges_for(names: Sequence[str]) -> Judges:
 
 def check_case(impl: Implementation, case: Case, judges: Sequence[Oracle] = (),
                replay: str = "") -> list[Record]:
-    """The records of ``impl`` on one case (never raises for anything ``impl`` does)."""
-    return evaluate(case, impl, "cpu", reference=backprop(case), model=bounds(case),
-                    judges=judges, replay=replay.format(case=case))
+    """The records of ``impl`` on one case (never raises for anything ``impl`` does), with
+    every implementation's values at the others' worst elements (``cross_values``)."""
+    results: Results = {}
+    return cross_values(evaluate(case, impl, "cpu", reference=backprop(case),
+                                 model=bounds(case), judges=judges,
+                                 replay=replay.format(case=case), keep=results), results)
 
 
 def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: int = 0,
@@ -370,8 +373,9 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
                 break
             try:
                 records = (check_case(wrapped, case, judges, replay) if worker is None else
-                           worker.evaluate(case, wrapped, judges=judges,
-                                           replay=replay.format(case=case), stop=stop))
+                           worker.cross_values(case, worker.evaluate(
+                               case, wrapped, judges=judges, replay=replay.format(case=case),
+                               stop=stop)))
             except Interrupted:
                 break
             report.add(case, records, output)

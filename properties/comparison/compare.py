@@ -49,7 +49,7 @@ from .records import Record, delta_layer, most_severe, replay_command, versions
 
 __all__ = [
     "Array", "compare", "compare_results", "Comparison", "first_divergent_layer", "kink_rows",
-    "layer_of", "provenance", "screen_then_locate", "where"
+    "layer_of", "provenance", "screen_then_locate", "tensor_of", "where"
 ]
 
 Array = NDArray[np.floating]
@@ -182,12 +182,17 @@ def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str,
     return out
 
 
+def tensor_of(result: Result, name: str) -> Any:
+    """``result``'s tensor called ``name`` (``loss``, a parameter, ``delta<l>``), or ``None``."""
+    return result.loss if name == "loss" else result.grads.get(name, result.deltas.get(name))
+
+
 def _non_finite_note(result: Result, name: str) -> str:
     """Where ``result``'s tensor ``name`` is not finite, in words: how many NaN and how many
     infinite values (with their signs), from whom, and the first one (``""`` if finite). A
     one-sided inf keeps the verdict ``nan`` (the record contract has no inf verdict); this
     message tells the two apart."""
-    raw = result.loss if name == "loss" else result.grads.get(name, result.deltas.get(name))
+    raw = tensor_of(result, name)
     if raw is None:
         return ""
     value = np.asarray(raw, np.float64)

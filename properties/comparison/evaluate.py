@@ -19,20 +19,25 @@ The error-model bounds of the case are computed once and shared by every compari
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from ...oracles.base import Oracle
 from ...reference import backprop
 from ...reference.case import Case
 from ...reference.result import Result
-from .compare import Comparison, compare_results, where
+from .compare import Comparison, compare_results, tensor_of, where
 from .error_model import Bounds, bounds
-from .records import Record, bad_return_record, error_record, unsupported_record
+from .records import Record, bad_return_record, error_record, index_key, unsupported_record
 
 __all__ = [
-    "BadReturn", "evaluate", "tie_break", "triangulate"
+    "BadReturn", "cross_values", "evaluate", "identity", "Results", "tie_break", "triangulate"
 ]
+
+Results = dict[tuple[str, str, str, str], Result]  # kept results by ``identity``
 
 
 class BadReturn(Exception):
@@ -41,10 +46,12 @@ class BadReturn(Exception):
 
 def evaluate(case: Case, oracle: Oracle, device: str = "cpu", *,
              reference: Result | None = None, model: Bounds | None = None,
-             judges: Sequence[Oracle] = (), replay: str | None = None) -> list[Record]:
+             judges: Sequence[Oracle] = (), replay: str | None = None,
+             keep: Results | None = None) -> list[Record]:
     """The records of ``oracle`` on ``case`` (computed in the case's dtype) against
     ``reference`` (default: the reference's ``backprop(case)``). Never raises for anything
-    the oracle does."""
+    the oracle does. ``keep``: the results it (and any judge) returned are put there, by
+    ``identity``, for ``cross_values``."""
     start = time.perf_counter()
     at = where(case, oracle.name, oracle.mode, device, case.dtype, precision=oracle.precision,
                replay=replay)
@@ -59,6 +66,8 @@ def evaluate(case: Case, oracle: Oracle, device: str = "cpu", *,
         return [error_record({**at, "seconds": _since(start)}, exc)]
     if oracle.name == "fd":  # FD refines its mode per case: fd or complex_step
         at["mode"] = str(actual.meta.get("method", oracle.mode))
+    if keep is not None:
+        keep[identity(at)] = actual
     reference = reference if reference is not None else backprop(case)
     model = model if model is not None else bounds(case)
     comparison = compare_results(case, reference, actual, dtype=case.dtype, model=model,
@@ -66,12 +75,13 @@ def evaluate(case: Case, oracle: Oracle, device: str = "cpu", *,
     vote: dict[str, Any] = {}
     judged: list[Record] = []
     if judges and comparison.verdict in ("diverge", "nan"):
-        vote, judged = tie_break(comparison, oracle.name, judges, model, replay)
+        vote, judged = tie_break(comparison, oracle.name, judges, model, replay, keep)
     return comparison.records({**at, "seconds": _since(start)}, **vote) + judged
 
 
 def tie_break(comparison: Comparison, name: str, judges: Sequence[Oracle], model: Bounds,
-              replay: str | None) -> tuple[dict[str, Any], list[Record]]:
+              replay: str | None, keep: Results | None = None
+              ) -> tuple[dict[str, Any], list[Record]]:
     """Run ``judges`` on the case where ``name`` and the reference disagree; the vote
     (``blame``: the odd one out, or ``undetermined``; ``votes``: every pairwise verdict) and
     the judges' own records against the reference, which carry the vote too."""
@@ -83,6 +93,8 @@ def tie_break(comparison: Comparison, name: str, judges: Sequence[Oracle], model
             result = judge.run(case, "cpu", case.dtype)
         except Exception:  # a judge that fails just does not vote
             continue
+        if keep is not None:
+            keep[(judge.name, judge.mode, judge.precision, "cpu")] = result
         vs_ref = compare_results(case, reference, result, dtype=case.dtype, model=model)
         vs_impl = compare_results(case, result, actual, dtype=case.dtype,
                                   expected_dtype=case.dtype, model=model)
@@ -95,6 +107,36 @@ def tie_break(comparison: Comparison, name: str, judges: Sequence[Oracle], model
         where(case, judge.name, judge.mode, "cpu", case.dtype, precision=judge.precision,
               replay=replay), **vote)]
     return vote, judged
+
+
+def identity(at: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """Which implementation made a record (or a record's ``where``): oracle, mode, precision,
+    device."""
+    return (str(at["oracle"]), str(at["mode"]), str(at["precision"]), str(at["device"]))
+
+
+def cross_values(records: list[Record], results: Mapping[tuple[str, str, str, str], Result]
+                 ) -> list[Record]:
+    """Every implementation's value at every implementation's worst element: the records of
+    one case (one dtype) get ``detail["values"]``, ``{index_key: value}`` of their own result
+    at the worst index of each record of the same tensor, so that a report shows all of them
+    at the same element. Records whose result was not kept (a worker that died) get none.
+    Returns ``records``, changed in place."""
+    worst: dict[str, set[tuple[int, ...]]] = defaultdict(set)
+    tensors = [r for r in records if r.quantity in TENSOR_QUANTITIES and r.n_total]
+    for r in tensors:
+        worst[r.name].add(tuple(r.worst_index))
+    for r in tensors:
+        result = results.get(identity(vars(r)))
+        raw = None if result is None else tensor_of(result, r.name)
+        if raw is None or np.shape(raw) != tuple(r.shape):
+            continue
+        value = np.asarray(raw, np.float64)
+        r.detail["values"] = {index_key(i): float(value[i]) for i in sorted(worst[r.name])}
+    return records
+
+
+TENSOR_QUANTITIES = ("loss", "grad", "delta")
 
 
 def triangulate(summaries: dict[tuple[str, str], str]) -> str | None:

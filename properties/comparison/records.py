@@ -29,9 +29,9 @@ import numpy as np
 
 __all__ = [
     "bad_return_record", "case_verdict", "delta_layer", "dumps", "error_record", "FAILING",
-    "loads", "message", "most_severe", "number", "PACKAGES", "QUANTITIES", "rank", "read_records",
-    "Record", "RecordWriter", "replay_command", "SEVERITY", "skip_record", "to_jsonable",
-    "unsupported_record", "VERDICTS", "versions"
+    "index_key", "loads", "message", "most_severe", "number", "PACKAGES", "QUANTITIES", "rank",
+    "read_records", "Record", "RecordWriter", "replay_command", "SEVERITY", "skip_record",
+    "to_jsonable", "unsupported_record", "VERDICTS", "versions"
 ]
 
 VERDICTS = ("agree", "diverge", "kink", "nan", "oracle_error", "unsupported")
@@ -115,6 +115,12 @@ class Record:
     @classmethod
     def from_json(cls, line: str) -> Record:
         return cls.from_dict(json.loads(line))
+
+
+def index_key(index: Iterable[int]) -> str:
+    """An element's index as a JSON key (``detail["values"]``): ``"2,0"``; ``""`` for a
+    scalar such as the loss."""
+    return ",".join(str(int(i)) for i in index)
 
 
 def message(record: Record) -> str:

@@ -49,6 +49,8 @@ def normalise(record: dict[str, Any]) -> dict[str, Any]:
     detail = out.get("detail")
     if isinstance(detail, dict):
         out["detail"] = {k: v for k, v in detail.items() if k != "traceback"}
+        if isinstance(detail.get("values"), dict):  # the elements, not their BLAS-moved values
+            out["detail"]["values"] = sorted(detail["values"])
     return out
 
 

@@ -165,20 +165,27 @@ def test_all_agree_report_in_a_real_browser(agreeing_report: Path, tmp_path: Pat
         rows.first.locator("a").first.click()
         assert page.locator("#drill-0").is_visible()
         assert page.locator("#drill-0 svg").count() == 1
-        # the nudged oracles' drill-down: both at the same element, values shown there
+        # the nudged oracles' drill-down: every oracle's value at the same element
         nudged = page.locator("section.drill", has_text="nudged-a/reverse on cpu").first
         table = nudged.locator("table.same-element")
         assert table.is_visible()
         header = table.locator("tr").first.inner_text()
-        assert header.split("value at ")[1].startswith("(")
+        index = header.split("value at ")[1].split()[0]
+        assert index.startswith("(")
         same = table.locator("tr.same")
-        assert same.count() == 2
-        assert {"nudged-a", "nudged-b"} == {same.nth(i).inner_text().split("/")[0].strip()
-                                             for i in range(2)}
-        for i in range(2):
-            assert _is_float(same.nth(i).locator("td.at-index").inner_text())
-        fd = table.locator("tr", has_text="fd/").first  # its own worst element, labelled
-        assert "not recorded" in fd.inner_text()
+        assert same.count() == 3 and "not recorded" not in table.inner_text()
+        assert {"nudged-a", "nudged-b", "fd"} == {
+            same.nth(i).inner_text().split("/")[0].strip() for i in range(3)}
+        values = {same.nth(i).inner_text().split("/")[0].strip():
+                  float(same.nth(i).locator("td.at-index").inner_text()) for i in range(3)}
+        reference = float(nudged.inner_text().split("reference there: ")[1].split()[0])
+        # Nudged(k) moves that element k ULPs up: there the nudged values differ by one ULP
+        assert values["fd"] == pytest.approx(reference, rel=1e-6)
+        assert values["nudged-b"] == np.nextafter(reference, np.inf)
+        assert values["nudged-a"] == np.nextafter(values["nudged-b"], np.inf)
+        fd = table.locator("tr", has_text="fd/").first
+        own = fd.locator("td").nth(4).inner_text()  # its own worst element, or "the same"
+        assert own == "the same element" or own.startswith("(")
         panel = page.locator("section.plain", has_text="gpu-only")
         assert panel.count() == 1 and panel.is_visible()
         assert "needs a CUDA kernel" in panel.inner_text()

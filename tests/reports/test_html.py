@@ -115,8 +115,26 @@ def test_all_agree_report_shows_the_closest_calls(tmp_path) -> None:
 
 
 def test_every_oracle_is_shown_at_the_same_element(tmp_path) -> None:
-    """The drill-down's table shows a value "at (i, j)" only for oracles whose record is at
-    that element; the others are labelled with their own worst element."""
+    """Records hold each oracle's values at the others' worst elements (``cross_values``): the
+    drill-down's table shows every oracle's value at the top record's element, and where an
+    oracle's own worst element is another one, that too."""
+    values = {"1,2": -0.7511, "0,1": -0.7533}
+    records = [record("x", margin=0.5, worst_index=(1, 2), actual_value=0.2511),
+               record("x", oracle="jax", margin=0.1, worst_index=(1, 2), actual_value=0.2522),
+               record("x", oracle="fd", mode="fd", margin=0.2, worst_index=(0, 1),
+                      expected_value=-0.75, actual_value=-0.7533, detail={"values": values})]
+    _, page, _ = build(tmp_path, records)
+    table = re.search(r'<table class="same-element">.*?</table>', page, re.S).group(0)
+    assert table.count('class="same"') == 3 and "not recorded" not in table
+    fd = next(row for row in re.findall(r"<tr.*?</tr>", table, re.S) if "fd/fd" in row)
+    assert "-0.7511" in fd and "values:" not in page  # its value at (1, 2), no raw dict ...
+    assert "(0, 1)" in fd and "-0.753" in fd  # ... and its own worst element
+
+
+def test_old_records_without_values_are_labelled(tmp_path) -> None:
+    """Records without ``detail["values"]`` (before 0.3, or a replaced worker): a value "at
+    (i, j)" only for oracles whose record is at that element; the others are labelled with
+    their own worst element, never shown as if it were the same element."""
     records = [record("x", margin=0.5, worst_index=(1, 2), actual_value=0.2511),
                record("x", oracle="jax", margin=0.1, worst_index=(1, 2), actual_value=0.2522),
                record("x", oracle="fd", mode="fd", margin=0.2, worst_index=(0, 1),

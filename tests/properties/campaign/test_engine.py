@@ -135,6 +135,21 @@ def test_replay_reruns_a_recorded_case_with_the_same_oracles(tmp_path) -> None:
         campaign.replay(first["case_id"], tmp_path / "nowhere")
 
 
+def test_the_worker_keeps_every_oracles_values_at_every_worst_element(tmp_path) -> None:
+    """``run_case`` in a worker process gives the records ``run_case`` gives in this one,
+    ``detail["values"]`` included (the worker keeps the case's results between oracles)."""
+    from backprop_oracle.properties.campaign.worker import Worker
+
+    case = bo.cases("mlp", 1, seed=2, dtypes=["float64"], **SMALL)[0]
+    runnable = [(FiniteDifferences(), "cpu"), (FiniteDifferences(method="fd"), "cpu")]
+    here = campaign.run_case(case, runnable, tmp_path)
+    with Worker(timeout=120) as worker:
+        there = campaign.run_case(case, runnable, tmp_path, worker)
+    assert [r.detail.get("values") for r in here] == [r.detail.get("values") for r in there]
+    tensors = [r for r in here if r.quantity in ("grad", "delta", "loss")]
+    assert tensors and all(r.detail.get("values") for r in tensors)
+
+
 def test_config_names_what_is_unknown() -> None:
     with pytest.raises(ValueError, match=r"--devices: unknown \['tpu'\]"):
         campaign.RunConfig(devices=("tpu",))
