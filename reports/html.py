@@ -176,6 +176,7 @@ def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
             "id": f"drill-{i}", "key": dict(zip(COMPARISON_KEYS, key, strict=True)),
             "records": tensors,
             "first": first, "how": how, "top": top,
+            "enters": str((top.get("detail") or {}).get("enters") or ""),
             "oracles": None if event else _same_element(
                 top, by_case_tensor[(key[0], top.get("name"))], key[6]),
             "detail": _detail(top.get("detail")),
@@ -236,7 +237,7 @@ def _detail(value: object) -> dict:
     if not isinstance(value, dict):
         return {"text": "" if value is None else str(value), "vote": "", "votes": []}
     text = " · ".join(f"{k}: {v}" for k, v in value.items()
-                      if k not in ("blame", "votes", "values"))
+                      if k not in ("blame", "votes", "values", "enters"))
     blame, votes = value.get("blame"), value.get("votes")
     if blame is None:
         vote = ""

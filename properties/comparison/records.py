@@ -124,8 +124,11 @@ def index_key(index: Iterable[int]) -> str:
 
 
 def message(record: Record) -> str:
-    """What the record's ``detail`` says in words (an error's message, a skip's reason)."""
-    return str(record.detail.get("message") or record.detail.get("reason") or "")
+    """What the record's ``detail`` says in words (an error's message, a skip's reason; for a
+    divergence the kink rule it broke and where it enters)."""
+    words = [str(record.detail.get(k)) for k in ("message", "reason", "kink_rule", "enters")
+             if record.detail.get(k)]
+    return "; ".join(words)
 
 
 def most_severe(verdicts: Iterable[str]) -> str:

@@ -140,6 +140,8 @@ def _dense_bug(kind: str) -> Callable:
         nabla_w, nabla_b, da = _DENSE_BACKWARD(delta, a_prev, W, need_input_grad)
         if kind == "bias_axis":
             nabla_b = delta.sum(axis=1)
+        elif kind == "bias_without_one_over_n":
+            nabla_b = delta.sum(axis=0) * delta.shape[0]
         elif kind == "bp2_transpose" and da is not None and W.shape[0] == W.shape[1]:
             da = delta @ W.T
         return nabla_w, nabla_b, da
@@ -235,6 +237,8 @@ def _pool_bug(kind: str) -> Callable:
     def backward(pool_kind, delta, a_prev, z, size, stride, index=None):
         if kind == "max_last_cell" and pool_kind == "max":
             index = np.full(delta.shape, size * size - 1, dtype=np.intp)
+        elif kind == "max_next_cell" and pool_kind == "max":
+            index = (pooling.max_route(a_prev, size, stride)[0] + 1) % (size * size)
         elif kind == "avg_not_divided" and pool_kind == "avg":
             parts = [(u, v, delta) for u, v, _ in pooling.offset_slices(a_prev, size, stride)]
             return pooling.scatter_offsets(parts, a_prev.shape, stride)
@@ -338,6 +342,9 @@ MUTANTS: list[Mutant] = [
     Mutant("bias_gradient_wrong_axis", "mlp",
            patched((dense, "backward", _dense_bug("bias_axis"))), layer=_top,
            constraints={"dropout": False}),
+    Mutant("bias_gradient_without_one_over_n", "mlp",
+           patched((dense, "backward", _dense_bug("bias_without_one_over_n"))), layer=_top,
+           applies=lambda c: c.batch >= 2, constraints={"dropout": False}),
     Mutant("bp4_a_l_for_a_l_minus_1", "mlp",
            patched((network, "_layer_backward", _bp4_uses_a_l)), layer=_top, draw=_square_mlps),
     Mutant("bp2_transposed_weight", "mlp",
@@ -362,6 +369,10 @@ MUTANTS: list[Mutant] = [
            applies=lambda c: _conv_layer(c, lambda s: s.stride >= 2) is not None),
     Mutant("maxpool_gradient_to_last_cell", "cnn",
            patched((pooling, "backward", _pool_bug("max_last_cell"))),
+           layer=lambda c: max(_pool_layers(c, ("max",))) - 1,
+           applies=lambda c: bool(_pool_layers(c, ("max",))), constraints={"pools": ["max"]}),
+    Mutant("maxpool_gradient_to_the_cell_after_the_argmax", "cnn",
+           patched((pooling, "backward", _pool_bug("max_next_cell"))),
            layer=lambda c: max(_pool_layers(c, ("max",))) - 1,
            applies=lambda c: bool(_pool_layers(c, ("max",))), constraints={"pools": ["max"]}),
     Mutant("avgpool_gradient_not_divided", "cnn",

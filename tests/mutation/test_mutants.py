@@ -75,3 +75,31 @@ def test_training_mutant_is_detected_at_its_step(name: str, first_step: int) -> 
 
 def test_at_least_fifteen_mutants() -> None:
     assert len(MUTANTS) >= 15
+
+
+POOL_MUTANTS = ["maxpool_gradient_to_last_cell", "maxpool_gradient_to_the_cell_after_the_argmax",
+                "avgpool_gradient_not_divided", "l2pool_gradient_over_z_squared"]
+
+
+@pytest.mark.parametrize("name", POOL_MUTANTS)
+def test_a_pooling_bug_is_named_at_the_pool_layer(name: str) -> None:
+    """``first_divergent_layer`` names the conv below a pool (its delta is the first wrong
+    one), but replaying each step from the implementation's own deltas names the pool's own
+    backward: the record's ``enters`` says "the backward of layer P (maxpool ...)"."""
+    from backprop_oracle.properties.comparison.compare import compare
+
+    m = BY_NAME[name]
+    kind = name.split("pool")[0]
+    named = 0
+    for case in _cases(m):
+        records = compare(case, bo.backprop(case), m.result(case), oracle=name,
+                          mode="reverse", device="cpu", dtype=case.dtype)
+        failing = [r for r in records if r.verdict in FAILING]
+        if not failing:
+            continue
+        pool = m.layer(case) + 1
+        assert all(r.detail["enters"].startswith(f"enters in the backward of layer {pool} "
+                                                 f"({kind}pool") for r in failing), (
+            case.describe(), failing[0].detail.get("enters"))
+        named += 1
+    assert named >= 2

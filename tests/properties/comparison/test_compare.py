@@ -98,14 +98,33 @@ def test_kinks_are_classified_kink(build) -> None:
     assert case_verdict(records) == "kink"
 
 
-def test_kink_at_relu_zero_against_an_analytic_side() -> None:
-    case = _cases.relu_at_zero("float64")
-    ref = bo.backprop(case)
+def _relu_one_at_zero(case: bo.Case, factor: float) -> bo.Result:
+    """The reference with ``factor`` as relu'(0) at the kink ``z1[0, 0] = 0``."""
     other = bo.backprop(case)
+    da = (other.deltas["delta2"] @ case.params["W2"])[0, 0]  # dC/da1[0, 0]
     other.deltas["delta1"] = other.deltas["delta1"].copy()
-    other.deltas["delta1"][0, 0] = ref.deltas["delta1"][0, 0] + 0.3  # relu'(0) = 1 convention
-    verdicts = {r.name: r.verdict for r in _compare(case, ref, other)}
-    assert verdicts["delta1"] == "kink"
+    other.deltas["delta1"][0, 0] = factor * da
+    return other
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_a_valid_one_sided_choice_at_relu_zero_is_a_kink(factor: float) -> None:
+    """relu'(0) = 1 (or anything between the one-sided derivatives 0 and 1) is a kink."""
+    case = _cases.relu_at_zero("float64")
+    records = _compare(case, bo.backprop(case), _relu_one_at_zero(case, factor))
+    delta1 = next(r for r in records if r.name == "delta1")
+    assert delta1.verdict == "kink" and "valid one-sided" in delta1.detail["kink_check"]
+
+
+@pytest.mark.parametrize("factor", [1.5, -0.5])
+def test_a_factor_outside_the_one_sided_derivatives_is_a_divergence(factor: float) -> None:
+    """At the same kink, relu'(0) = 1.5 or -0.5 is no one-sided choice: diverge, saying
+    which rule it broke (before issue 16 any value at a kink was excused)."""
+    case = _cases.relu_at_zero("float64")
+    records = _compare(case, bo.backprop(case), _relu_one_at_zero(case, factor))
+    delta1 = next(r for r in records if r.name == "delta1")
+    assert delta1.verdict == "diverge"
+    assert "at a kink" in delta1.detail["kink_rule"] and "relu" in delta1.detail["kink_rule"]
 
 
 def test_nan_on_one_side_and_both_sides() -> None:

@@ -1,0 +1,422 @@
+"""Each backward step of an implementation, replayed by the reference from the
+implementation's *own* upstream gradient: where a correct upstream gradient turns into a wrong
+one (the layer where a bug enters), and whether a disagreement at a non-differentiable point
+is a valid one-sided choice there (a sound ``kink`` verdict).
+
+For a layered case with deltas ``d^l = dC/dz^l`` from the implementation, top-down:
+
+* **output** — ``d^L`` against the reference's ``d^L`` (BP1); a ReLU output at 0 may use any
+  factor between its one-sided derivatives;
+* **parameters of layer l** — ``dC/dW^l, dC/db^l`` against the layer's rule (BP3, BP4)
+  applied to the implementation's ``d^l``;
+* **layer l's backward, then layer l-1's activation derivative** — ``d^(l-1)`` against
+  ``rule_l(d^l) ⊙ sigma'(z^(l-1))`` (BP2 with the layer's input gradient). Where the
+  implementation also returns ``da<l-1> = dC/da^(l-1)``, the two are checked apart.
+
+Valid one-sided choices, the only deviations excused at a kink:
+
+* ReLU / leaky ReLU at ``z = 0``: the factor lies between the one-sided derivatives
+  (``[0, 1]``, ``[LEAKY_SLOPE, 1]``), element by element;
+* a tied max-pool window: its upstream value goes to its tied maxima only (each gets a share
+  between 0 and the upstream value, every other cell exactly 0) and the shares sum to the
+  upstream value (the sum is checked where windows do not overlap, ``stride >= size``).
+
+A point "at a kink" is one within reach (``Kinks``: exact zeros and ties for an analytic
+oracle; the FD perturbation radius and the forward rounding bound besides). Tolerances are
+the comparison's own per-element tolerances of the tensor checked (they bound the whole
+chain's error, so the single step's is within them), plus, for FD results, the upstream
+tensor's FD error carried through the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ...reference.activations import activation
+from ...reference.case import LEAKY_SLOPE, Case, Pool, layer_name, parametrised
+from ...reference.conv import offset_slices, scatter_offsets
+from ...reference.costs import cost as cost_of
+from ...reference.layers import layer_arrays, layer_rule
+from ...reference.network import feedforward
+from ...reference.result import Result
+from .error_model import Bounds
+
+__all__ = ["CONVENTIONS", "convention_words", "Kinks", "kinks", "replay", "Step",
+           "under_convention", "what_layer"]
+
+Array = NDArray[np.floating]
+Mask = NDArray[np.bool_]
+SLOPES = {"relu": (0.0, 1.0), "leaky_relu": (LEAKY_SLOPE, 1.0)}
+
+
+@dataclass
+class Kinks:
+    """The kink points within reach, per kinked layer ``l``: ``relu[l]`` marks elements of
+    ``z^l`` near 0; ``windows[l]`` marks max-pool windows whose runner-up is near the maximum,
+    ``reach[l]`` (per sample) how near a cell must be to the maximum to count as tied."""
+
+    relu: dict[int, Mask] = field(default_factory=dict)
+    windows: dict[int, Mask] = field(default_factory=dict)
+    reach: dict[int, Array] = field(default_factory=dict)
+
+    def rows(self, N: int) -> dict[int, Mask]:
+        """Per kinked layer, the batch rows holding a kink point within reach."""
+        masks = {**self.relu, **self.windows}
+        return {l: np.asarray(m.reshape(N, -1).any(axis=1)) for l, m in sorted(masks.items())}
+
+
+def kinks(case: Case, b: Bounds, results: tuple[Result, ...], scale: float) -> Kinks:
+    """``Kinks`` of ``case``: ReLU inputs with ``|z^l| <= r^l + scale Ez^l`` and max-pool windows
+    with runner-up gap ``<= 2 (r^(l-1) + scale max Ez^(l-1))`` per sample, ``r`` the largest
+    change an FD perturbation made (``Result.meta["kink_radius"]``, 0 for analytic results)."""
+    radius: dict[str, Array] = {}
+    for result in results:
+        for key, val in (result.meta.get("kink_radius") or {}).items():
+            radius[key] = np.maximum(radius.get(key, 0.0), np.asarray(val, np.float64))
+    N = case.batch
+    out = Kinks()
+    for l, kind in b.kinked.items():
+        if kind == "relu":
+            z, ez = b.z[f"z{l}"], b.Ez[f"z{l}"] * scale
+            r = np.broadcast_to(radius.get(f"z{l}", 0.0), (N,)).reshape(N, *[1] * (z.ndim - 1))
+            out.relu[l] = np.abs(z) <= r + ez
+        else:
+            gap = b.gaps[f"gap{l}"]
+            prev = b.Ez.get(f"z{l - 1}", np.zeros(1))
+            ea = prev.reshape(N, -1).max(axis=1) * scale if l > 1 else np.zeros(N)
+            ra = np.broadcast_to(radius.get(f"a{l - 1}", 0.0), (N,))
+            out.reach[l] = (2 * (ra + ea)).reshape(N, *[1] * (gap.ndim - 1))
+            out.windows[l] = gap <= out.reach[l]
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One replayed step: ``what`` it is in words, the implementation's ``tensor`` checked,
+    its ``layer``, the largest error / tolerance, and ``broken``: ``""`` when the step holds,
+    else the rule it broke, in words."""
+
+    layer: int
+    what: str
+    tensor: str
+    margin: float
+    broken: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.broken
+
+
+def what_layer(case: Case, l: int) -> str:
+    """``layer 3 (maxpool 2x2/2)``: the index and the layer's own short name."""
+    return f"layer {l} ({layer_name(case.layers[l - 1])})"
+
+
+def replay(case: Case, b: Bounds, actual: Result, tol: Mapping[str, Array],
+           fd_err: Mapping[str, Array], near: Kinks, scale: float) -> tuple[list[Step], str]:
+    """The implementation's backward steps, top-down, each from its own upstream gradient
+    (module docstring); with ``""``, or why the replay stopped early (a delta it did not
+    return: the location is then as precise as the tensors it did return allow)."""
+    case64 = case.astype("float64")
+    zs, acts = feedforward(case64)
+    L = len(case.layers)
+    numbers = dict(parametrised(case.layers))
+    deltas = {k: np.asarray(v, np.float64) for k, v in actual.deltas.items()}
+    if f"delta{L}" not in deltas:
+        return [], "the implementation returned no deltas"
+    steps = [_output_step(case64, zs[-1], acts[-1], deltas[f"delta{L}"], tol, near, scale)]
+    for l in range(L, 0, -1):
+        spec = case.layers[l - 1]
+        delta = deltas[f"delta{l}"]
+        g = layer_rule(spec).backward(spec, delta, acts[l - 1], zs[l - 1],
+                                      layer_arrays(case64, l, numbers), l > 1)
+        if g.nabla_w is not None and g.nabla_b is not None:
+            n = numbers[l]
+            for name, expected in ((f"W{n}", g.nabla_w), (f"b{n}", g.nabla_b)):
+                mine = actual.grads.get(name)
+                if name in tol and mine is not None and np.shape(mine) == expected.shape:
+                    steps.append(_exact_step(
+                        l, f"the BP3/BP4 step of {what_layer(case, l)}", name,
+                        np.asarray(mine, np.float64), expected, tol[name]))
+        if l == 1:
+            break
+        below = f"delta{l - 1}"
+        if below not in deltas or below not in tol:
+            return steps, f"the implementation returned no {below}"
+        carried = _carried_fd_error(case64, l, fd_err.get(f"delta{l}"), acts, zs, numbers)
+        rounding = scale * _terms(case64, l, delta, acts, zs, numbers)
+        steps.append(_bp2_step(case, l, spec, delta, g.da_prev, zs[l - 2], acts[l - 1],
+                               deltas[below], tol[below] + carried, rounding, near))
+    return steps, ""
+
+
+def _ratio(err: Array, tol: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+
+
+def _outside(actual: Array, lo: Array, hi: Array, tol: Array) -> Array:
+    """Per element: how far ``actual`` lies outside ``[lo, hi]``, over the tolerance."""
+    err = np.maximum(np.maximum(lo - actual, actual - hi), 0.0)
+    return np.where(np.isfinite(actual), _ratio(err, np.broadcast_to(tol, actual.shape)),
+                    np.inf)
+
+
+def _exact_step(l: int, what: str, name: str, actual: Array, expected: Array, tol: Array
+                ) -> Step:
+    ratio = _outside(actual, expected, expected, tol)
+    worst = float(ratio.max(initial=0.0))
+    broken = "" if worst <= 1 else (
+        f"not at a kink: {name} differs from the reference's rule applied to the "
+        f"implementation's own upstream gradient (error / tolerance {worst:.3g} at "
+        f"{_index(ratio)})")
+    return Step(l, what, name, worst, broken)
+
+
+def _index(ratio: Array) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+
+
+def _slope_interval(name: str, z: Array, at_kink: Mask | None) -> tuple[Array, Array]:
+    """``sigma'(z)`` as an interval: the one-sided derivatives at kink points within reach."""
+    d = np.asarray(activation(name)[1](z), np.float64)
+    if name not in SLOPES or at_kink is None:
+        return d, d
+    lo, hi = SLOPES[name]
+    return np.where(at_kink, lo, d), np.where(at_kink, hi, d)
+
+
+def _times(a: tuple[Array, Array], s: tuple[Array, Array]) -> tuple[Array, Array]:
+    """Interval product ``[a] * [s]`` (both may straddle 0)."""
+    products = [a[i] * s[j] for i in (0, 1) for j in (0, 1)]
+    return np.minimum.reduce(products), np.maximum.reduce(products)
+
+
+def _output_step(case64: Case, zL: Array, aL: Array, actual: Array, tol: Mapping[str, Array],
+                 near: Kinks, scale: float) -> Step:
+    """BP1: ``d^L`` against the reference's; at a ReLU output's kink, any one-sided factor."""
+    L = len(case64.layers)
+    name = f"delta{L}"
+    act = getattr(case64.layers[-1], "activation", "identity")
+    _, expected = cost_of(case64.cost)(zL, aL, case64.y, act)
+    lo, hi = expected, expected
+    widen: Array | float = 0.0
+    if act in SLOPES and L in near.relu:
+        _, grad_a = cost_of(case64.cost)(zL, aL, case64.y, "identity")
+        lo, hi = _times((grad_a, grad_a), _slope_interval(act, zL, near.relu[L]))
+        widen = np.where(near.relu[L], scale * np.abs(grad_a), 0.0)
+    ratio = _outside(actual, lo, hi, tol[name] + widen)
+    worst = float(ratio.max(initial=0.0))
+    broken = "" if worst <= 1 else _kink_words(
+        name, ratio, near.relu.get(L), f"the output layer's ({act}) one-sided derivatives")
+    return Step(L, f"the output error (BP1) of {what_layer(case64, L)}", name, worst, broken)
+
+
+def _kink_words(name: str, ratio: Array, at_kink: Mask | None, rule: str) -> str:
+    i = _index(ratio)
+    if at_kink is not None and bool(np.broadcast_to(at_kink, ratio.shape)[i]):
+        return (f"at a kink: {name}{list(i)} is not between {rule} times the upstream "
+                f"gradient (error / tolerance {float(ratio[i]):.3g})")
+    return (f"not at a kink: {name}{list(i)} differs from the reference's rule applied to the "
+            f"implementation's own upstream gradient (error / tolerance {float(ratio[i]):.3g})")
+
+
+def _bp2_step(case: Case, l: int, spec: object, delta: Array, da_prev: Array | None,
+              z_prev: Array, a_prev: Array, actual: Array, tol: Array, rounding: Array,
+              near: Kinks) -> Step:
+    """``d^(l-1)`` against ``rule_l(d^l) ⊙ sigma'(z^(l-1))``, kinks as intervals. At a kink
+    the comparison's tolerance (made for the reference's own one-sided choice) is widened by
+    the rounding of ``dC/da^(l-1)`` (``rounding``) times the largest one-sided factor."""
+    assert da_prev is not None
+    lo, hi, tie_broken = da_prev, da_prev, ""
+    if isinstance(spec, Pool) and spec.kind == "max" and l in near.windows:
+        lo, hi = _tied_window_interval(spec, delta, a_prev, near.windows[l], near.reach[l])
+    below = case.layers[l - 2]
+    act = getattr(below, "activation", "identity")
+    at_kink = lo != hi
+    s_lo, s_hi = _slope_interval(act, z_prev, near.relu.get(l - 1))
+    at_kink |= s_lo != s_hi
+    lo, hi = _times((lo, hi), (s_lo, s_hi))
+    tol = tol + np.where(at_kink, rounding * np.maximum(np.abs(s_lo), np.abs(s_hi)), 0.0)
+    name = f"delta{l - 1}"
+    ratio = _outside(actual, lo, hi, tol)
+    if isinstance(spec, Pool) and spec.kind == "max" and l in near.windows:
+        tie_broken = _window_sums(spec, delta, actual, z_prev, act, near, l, tol)
+    worst = float(ratio.max(initial=0.0))
+    what = f"the backward of {what_layer(case, l)}"
+    if act != "identity":
+        what += f" or the activation derivative of {what_layer(case, l - 1)}"
+    broken = tie_broken
+    if worst > 1:
+        i = _index(ratio)
+        relu = near.relu.get(l - 1)
+        at_relu = relu is not None and bool(np.broadcast_to(relu, ratio.shape)[i])
+        at_tie = bool(lo[i] != hi[i]) and not at_relu
+        broken = (_kink_words(name, ratio, relu, f"{act}'s one-sided derivatives") if at_relu
+                  else f"at a tied max-pool window of {what_layer(case, l)}: {name}{list(i)} "
+                  f"is not a share between 0 and the window's upstream value (error / "
+                  f"tolerance {float(ratio[i]):.3g})" if at_tie else
+                  _untied_words(name, ratio, i, lo, near.windows.get(l) is not None))
+    return Step(l, what, name, max(worst, 2.0 if tie_broken else 0.0), broken)
+
+
+def _untied_words(name: str, ratio: Array, i: tuple[int, ...], expected: Array,
+                  pooled: bool) -> str:
+    where = (" a cell of a tied max-pool window that is not one of its maxima, or"
+             if pooled and expected[i] == 0 else "")
+    return (f"not at a kink:{where} {name}{list(i)} differs from the reference's rule applied "
+            f"to the implementation's own upstream gradient (error / tolerance "
+            f"{float(ratio[i]):.3g})")
+
+
+def _tied_window_interval(spec: Pool, delta: Array, a_prev: Array, tied: Mask, reach: Array
+                          ) -> tuple[Array, Array]:
+    """``dC/da^(l-1)`` of a max pool as an interval: a tied window's upstream value may go in
+    any share to any cell within ``reach`` of its maximum, nothing to the others; an untied
+    window's goes to its arg-max."""
+    cells = offset_slices(a_prev, spec.size, spec.stride)
+    best = np.maximum.reduce([part for _, _, part in cells])
+    first = np.argmax(np.stack([part for _, _, part in cells]) == best, axis=0)
+    low, high = [], []
+    for i, (u, v, part) in enumerate(cells):
+        candidate = tied & (part >= best - reach)
+        routed = np.where(first == i, delta, 0.0)
+        low.append((u, v, np.where(candidate, np.minimum(delta, 0.0), routed)))
+        high.append((u, v, np.where(candidate, np.maximum(delta, 0.0), routed)))
+    return (scatter_offsets(low, a_prev.shape, spec.stride),
+            scatter_offsets(high, a_prev.shape, spec.stride))
+
+
+def _window_sums(spec: Pool, delta: Array, actual: Array, z_prev: Array, act: str,
+                 near: Kinks, l: int, tol: Array) -> str:
+    """A tied window's shares must sum to its upstream value (times the activation
+    derivative's range over its cells): checked where windows do not overlap."""
+    if spec.stride < spec.size:
+        return ""
+    s_lo, s_hi = _slope_interval(act, z_prev, near.relu.get(l - 1))
+    parts = offset_slices(actual, spec.size, spec.stride)
+    lo_s = np.minimum.reduce([p for _, _, p in offset_slices(s_lo, spec.size, spec.stride)])
+    hi_s = np.maximum.reduce([p for _, _, p in offset_slices(s_hi, spec.size, spec.stride)])
+    total = np.add.reduce([p for _, _, p in parts])
+    tol_sum = np.add.reduce([p for _, _, p in offset_slices(
+        np.broadcast_to(tol, actual.shape), spec.size, spec.stride)])
+    lo, hi = _times((delta, delta), (lo_s, hi_s))
+    ratio = np.where(near.windows[l], _outside(total, lo, hi, tol_sum), 0.0)
+    if float(ratio.max(initial=0.0)) <= 1:
+        return ""
+    i = _index(ratio)
+    return (f"at a tied max-pool window of layer {l}: the shares of window {list(i)} sum to "
+            f"{float(total[i]):.6g}, not to its upstream value {float(delta[i]):.6g} (times "
+            f"the activation derivative's one-sided range)")
+
+
+def _carried_fd_error(case64: Case, l: int, err: Array | None, acts: list[Array],
+                      zs: list[Array], numbers: Mapping[int, int]) -> Array | float:
+    """An FD upstream delta's own error estimate carried through layer ``l``'s backward and
+    the activation derivative below (``|rule_l|(err) ⊙ |sigma'|``); 0 for analytic results."""
+    if err is None or not np.any(err):
+        return 0.0
+    spec = case64.layers[l - 1]
+    arrays = layer_arrays(case64, l, numbers)
+    if arrays.W is not None:
+        arrays = arrays._replace(W=np.abs(arrays.W))
+    g = layer_rule(spec).backward(spec, np.abs(np.broadcast_to(err, zs[l - 1].shape)),
+                                  np.abs(acts[l - 1]), zs[l - 1], arrays, True)
+    act = getattr(case64.layers[l - 2], "activation", "identity")
+    slope = 1.0 if act in SLOPES else np.abs(activation(act)[1](zs[l - 2]))
+    return np.abs(np.asarray(g.da_prev)) * slope
+
+
+def _terms(case64: Case, l: int, delta: Array, acts: list[Array], zs: list[Array],
+           numbers: Mapping[int, int]) -> Array:
+    """A bound on the rounding of ``dC/da^(l-1)`` in units of ``u``: the number of terms
+    each element sums times their magnitude (``|rule_l|(|d^l|)``)."""
+    spec = case64.layers[l - 1]
+    rule = layer_rule(spec)
+    arrays = layer_arrays(case64, l, numbers)
+    ones = arrays._replace(W=None if arrays.W is None else np.ones_like(arrays.W))
+    if arrays.W is not None:
+        arrays = arrays._replace(W=np.abs(arrays.W))
+    size = rule.backward(spec, np.ones_like(delta), np.abs(acts[l - 1]), zs[l - 1], ones,
+                         True).da_prev
+    magnitude = rule.backward(spec, np.abs(delta), np.abs(acts[l - 1]), zs[l - 1], arrays,
+                              True).da_prev
+    return np.abs(np.asarray(size)) * np.abs(np.asarray(magnitude))
+
+
+# ------------------------------------------------------------- uniform conventions
+
+# For results without deltas: one choice applied at every kink, the frameworks' among them.
+SLOPE_CHOICES = ("low", "high", "middle")
+TIE_CHOICES = ("first", "last", "even")
+CONVENTIONS = tuple((s, t) for s in SLOPE_CHOICES for t in TIE_CHOICES)
+
+
+def convention_words(slope: str, tie: str) -> str:
+    return (f"the {slope} one-sided derivative at every ReLU kink, tied max-pool windows "
+            f"routed to their {tie} maximum" + ("s (split evenly)" if tie == "even" else ""))
+
+
+def under_convention(case: Case, near: Kinks, slope: str, tie: str) -> Result:
+    """The reference's gradients and deltas (float64) with ``slope`` at every ReLU kink within
+    reach (``low``/``high``: the one-sided derivatives, ``middle``: their mean) and every
+    tied max-pool window routed to its ``first``/``last`` tied maximum or split ``even``ly."""
+    case64 = case.astype("float64")
+    zs, acts = feedforward(case64)
+    L = len(case.layers)
+    numbers = dict(parametrised(case.layers))
+    act = getattr(case.layers[-1], "activation", "identity")
+    _, delta = cost_of(case64.cost)(zs[-1], acts[-1], case64.y, act)
+    if act in SLOPES and L in near.relu:
+        _, grad_a = cost_of(case64.cost)(zs[-1], acts[-1], case64.y, "identity")
+        delta = grad_a * _chosen_slope(act, zs[-1], near.relu[L], slope)
+    grads: dict[str, Array] = {}
+    deltas = {f"delta{L}": delta}
+    for l in range(L, 0, -1):
+        spec = case.layers[l - 1]
+        g = layer_rule(spec).backward(spec, delta, acts[l - 1], zs[l - 1],
+                                      layer_arrays(case64, l, numbers), l > 1)
+        if g.nabla_w is not None and g.nabla_b is not None:
+            grads[f"W{numbers[l]}"], grads[f"b{numbers[l]}"] = g.nabla_w, g.nabla_b
+        if l == 1:
+            break
+        da = g.da_prev
+        if isinstance(spec, Pool) and spec.kind == "max" and l in near.windows:
+            da = _routed(spec, delta, acts[l - 1], near.windows[l], near.reach[l], tie)
+        below = getattr(case.layers[l - 2], "activation", "identity")
+        delta = np.asarray(da) * _chosen_slope(below, zs[l - 2], near.relu.get(l - 1), slope)
+        deltas[f"delta{l - 1}"] = delta
+    return Result(loss=None, grads=grads, deltas=deltas, meta={"method": "reference"})
+
+
+def _chosen_slope(name: str, z: Array, at_kink: Mask | None, choice: str) -> Array:
+    d = np.asarray(activation(name)[1](z), np.float64)
+    if name not in SLOPES or at_kink is None:
+        return d
+    lo, hi = SLOPES[name]
+    value = {"low": lo, "high": hi, "middle": (lo + hi) / 2}[choice]
+    return np.where(at_kink, value, d)
+
+
+def _routed(spec: Pool, delta: Array, a_prev: Array, tied: Mask, reach: Array, tie: str
+            ) -> Array:
+    """Max pooling's ``dC/da^(l-1)`` with tied windows routed by ``tie``."""
+    cells = offset_slices(a_prev, spec.size, spec.stride)
+    values = np.stack([part for _, _, part in cells])
+    best = values.max(axis=0)
+    candidate = tied & (values >= best - reach)
+    candidate |= ~tied & (np.arange(len(cells)).reshape(-1, *[1] * best.ndim)
+                          == np.argmax(values == best, axis=0))
+    if tie == "even":
+        share = candidate / candidate.sum(axis=0)
+    else:
+        order = np.arange(len(cells)).reshape(-1, *[1] * best.ndim)
+        pick = np.where(candidate, order, -1 if tie == "last" else len(cells))
+        chosen = pick.max(axis=0) if tie == "last" else pick.min(axis=0)
+        share = (order == chosen).astype(np.float64)
+    parts = [(u, v, share[i] * delta) for i, (u, v, _) in enumerate(cells)]
+    return scatter_offsets(parts, a_prev.shape, spec.stride)
