@@ -138,7 +138,8 @@ class Report:
             text = message(r)
             prefix = f"case {r.case_id} ({r.arch}): "
             text = text[len(prefix):] if text.startswith(prefix) else text
-            lines.append(f"  {r.case_id}  {r.verdict:<12} {r.name:<{width}}  layer {layer:<3}"
+            verdict = f"{r.verdict} ({r.divergence})" if r.divergence else r.verdict
+            lines.append(f"  {r.case_id}  {verdict:<28} {r.name:<{width}}  layer {layer:<3}"
                          f"margin {_margin(r.margin):<9} {shorten(r.arch)}"
                          + (f" (+{n - 1} more failing tensors)" if n > 1 else "")
                          + (f"; odd one out: {blame}" if blame else "")

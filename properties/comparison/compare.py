@@ -49,7 +49,8 @@ from .local import CONVENTIONS, Kinks, convention_words, kinks, replay, under_co
 from .records import Record, delta_layer, most_severe, replay_command, versions
 
 __all__ = [
-    "Array", "compare", "compare_results", "Comparison", "first_divergent_layer", "kink_rows",
+    "Array", "compare", "compare_results", "Comparison", "divergence_class",
+    "first_divergent_layer", "kink_rows",
     "layer_of", "provenance", "screen_then_locate", "tensor_of", "where"
 ]
 
@@ -135,6 +136,9 @@ def _make_record(where: dict[str, Any], quantity: str, name: str, t: _Tensor, ve
     a_w = float(t.a[w]) if t.a.size else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(np.abs(t.e) > 0, t.err / np.abs(t.e), np.where(t.err > 0, np.inf, 0))
+    finite = np.isfinite(t.e) & np.isfinite(t.a)
+    norm_err = float(np.linalg.norm(t.err[finite]))
+    norm_tol = float(np.linalg.norm(t.tol[finite]))
     dtype = where["dtype"]
     tiny = float(np.finfo(dtype).tiny)
     scale = max(abs(e_w), abs(a_w), tiny) if np.isfinite(e_w) and np.isfinite(a_w) else 1.0
@@ -146,7 +150,16 @@ def _make_record(where: dict[str, Any], quantity: str, name: str, t: _Tensor, ve
         n_beyond=int(t.beyond.sum() + t.one_sided.sum()), n_total=int(t.e.size),
         tolerance=float(t.tol[w]) if t.e.size else 0.0, tolerance_model=model,
         margin=float(t.ratio.max(initial=0.0)), verdict=verdict,
-        expected_value=e_w, actual_value=a_w)
+        expected_value=e_w, actual_value=a_w, norm_err=norm_err, norm_tol=norm_tol,
+        divergence=divergence_class(verdict, norm_err, norm_tol))
+
+
+def divergence_class(verdict: str, norm_err: float, norm_tol: float) -> str:
+    """``wrong`` (normwise beyond tolerance) or ``tail-accuracy`` (elementwise beyond,
+    normwise within) for a ``diverge``; ``""`` for every other verdict."""
+    if verdict != "diverge":
+        return ""
+    return "wrong" if norm_err > norm_tol else "tail-accuracy"
 
 
 def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str, Array, Array]]:
@@ -234,7 +247,8 @@ class Comparison:
         out: list[Record] = []
         for name, (quantity, shape, reason) in self.mismatched.items():
             out.append(Record(**where, quantity=quantity, name=name, shape=shape,
-                              verdict="diverge", detail={"reason": reason, **detail}))
+                              verdict="diverge", divergence="wrong",
+                              detail={"reason": reason, **detail}))
         for name, (quantity, t, text) in self.tensors.items():
             rec = _make_record(where, quantity, name, t, self.verdicts[name], text)
             rec.detail = {**methods, "kink_rows": int(_rows_for(layer_of(case, name), self.rows,

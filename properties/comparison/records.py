@@ -47,7 +47,14 @@ PACKAGES = ("backprop-oracle", "numpy", "torch", "jax", "jaxlib", "hypothesis")
 class Record:
     """One tensor of one case compared between an oracle (``actual``) and the expected side,
     or one event (``quantity`` ``run``: the oracle raised or cannot run the case; ``skip``: an
-    oracle/device combination that could not run at all, ``detail["reason"]`` says why)."""
+    oracle/device combination that could not run at all, ``detail["reason"]`` says why).
+
+    ``norm_err = ||actual - expected||_2`` and ``norm_tol = ||tol||_2`` over the tensor's
+    finite elements (if every ``|err_i| <= tol_i`` then ``norm_err <= norm_tol``). A
+    ``diverge`` record's ``divergence`` says what kind: ``wrong`` (normwise beyond tolerance
+    too) or ``tail-accuracy`` (only elementwise: small elements relatively inaccurate while the
+    tensor as a whole is within tolerance; the error model assumes elementary functions that are
+    relatively accurate, so this is still a defect)."""
 
     case_id: str
     family: str
@@ -71,6 +78,9 @@ class Record:
     first_divergent_layer: int | None = None
     expected_value: float | None = None
     actual_value: float | None = None
+    norm_err: float = 0.0
+    norm_tol: float = 0.0
+    divergence: str = ""
     precision: str = "-"
     arch: str = ""
     step: int | None = None
@@ -103,7 +113,7 @@ class Record:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("max_abs_err", "max_rel_err", "err_ulps", "tolerance", "margin",
-                    "expected_value", "actual_value"):
+                    "expected_value", "actual_value", "norm_err", "norm_tol"):
             if isinstance(values.get(key), str):
                 values[key] = float(values[key])
         values["shape"] = tuple(values.get("shape") or ())

@@ -85,7 +85,8 @@ def test_check_summary_lists_each_failing_case_once(monkeypatch) -> None:
     nan_line, wrong_line = failing
     assert nan_line.split()[:5] == [BAD["nan"], "nan", "W1", "layer", "1"], nan_line
     assert "+1 more failing tensors" in nan_line
-    assert wrong_line.split()[:5] == [BAD["wrong"], "diverge", "W2", "layer", "2"], wrong_line
+    assert wrong_line.split()[:6] == [BAD["wrong"], "diverge", "(wrong)", "W2", "layer", "2"], (
+        wrong_line)
     assert re.search(r"margin \d", wrong_line), wrong_line
     for line, case in zip(failing, cases, strict=False):
         arch = case.describe()

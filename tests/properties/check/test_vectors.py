@@ -145,7 +145,7 @@ def test_one_wrong_element_diverges_names_case_and_tensor(exported, cases, tmp_p
                  str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.strip().startswith(bad.case_id))
-    assert re.search(r"diverge\s+W1\s", line), line
+    assert re.search(r"diverge \(wrong\)\s+W1\s", line), line
 
 
 def test_missing_results_file_is_unsupported_not_a_crash(exported, cases, tmp_path) -> None:

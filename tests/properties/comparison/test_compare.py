@@ -209,3 +209,48 @@ def test_triangulate_names_the_odd_one_out() -> None:
     assert triangulate(s) == "jax"
     assert triangulate({("a", "b"): "diverge", ("a", "c"): "diverge",
                         ("b", "c"): "diverge"}) is None
+
+
+def _absolutely_accurate_sigmoid(case: bo.Case) -> bo.Result:
+    """The reference with sigmoid computed as ``tanh(z/2)/2 + 1/2``: accurate to ``u`` in
+    absolute terms only, so tiny tail values (large ``|z|``) lose all relative accuracy."""
+    from unittest import mock
+
+    from backprop_oracle.reference import activations
+
+    def sigmoid(z):
+        return (np.tanh(z / 2) / 2 + np.asarray(0.5, z.dtype)).astype(z.dtype)
+
+    def sigmoid_prime(z):
+        s = sigmoid(z)
+        return s * (1 - s)
+
+    with mock.patch.dict(activations.ACTIVATIONS, {"sigmoid": (sigmoid, sigmoid_prime)}):
+        return bo.backprop(case)
+
+
+def _saturated_sigmoid_mlp() -> bo.Case:
+    """float32, sigmoid hidden layer with ``|z|`` up to ~24: tails near 1e-10."""
+    rng = np.random.default_rng(4)
+    layers = (bo.dense(8, "sigmoid"), bo.dense(3, "identity"))
+    return _cases._case("mlp", layers, "quadratic", rng.normal(size=(16, 4)) * 6,
+                        rng.normal(size=(16, 3)), rng, "float32",
+                        W1=rng.normal(size=(8, 4)))
+
+
+def test_tail_inaccuracy_is_told_apart_from_a_wrong_gradient() -> None:
+    """Both stay ``diverge``; the class says which: a relatively inaccurate sigmoid in the
+    tails is ``tail-accuracy`` (normwise within tolerance), a 1 % error in one tensor is
+    ``wrong`` (normwise beyond)."""
+    case = _saturated_sigmoid_mlp()
+    reference = bo.backprop(case)
+    tails = _compare(case, reference, _absolutely_accurate_sigmoid(case))
+    diverged = [r for r in tails if r.verdict == "diverge"]
+    assert diverged and {r.divergence for r in diverged} == {"tail-accuracy"}
+    assert all(r.norm_err <= r.norm_tol and r.margin > 1 for r in diverged)
+    wrong = bo.backprop(case)
+    wrong.grads["W2"] = wrong.grads["W2"] * np.float32(1.01)
+    w2 = next(r for r in _compare(case, reference, wrong) if r.name == "W2")
+    assert w2.verdict == "diverge" and w2.divergence == "wrong" and w2.norm_err > w2.norm_tol
+    agreeing = [r for r in _compare(case, reference, bo.backprop(case))]
+    assert all(r.divergence == "" and r.norm_err <= r.norm_tol for r in agreeing)
