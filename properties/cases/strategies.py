@@ -20,10 +20,24 @@ parameters from the reference's initialisers), so they are bounded, finite and n
 
 **Kinks.** By default draws keep away from non-differentiable points: each ReLU / leaky-ReLU
 layer's biases are nudged so that no input ``z`` lies within ``margin`` of 0, an L2 pool never
-follows a ReLU (an all-zero window is a kink), and draws whose max-pool windows have a
-runner-up gap below ``margin`` are rejected. With ``kinks=True`` inputs and parameters come
-from a small grid of multiples of 1/4, so every sum is exact in float32 and float64: ReLU
-inputs that are exactly 0 and tied max-pool windows then occur in every framework alike.
+follows a ReLU (an all-zero window is a kink), and max-pool windows are repaired so that each
+runner-up is at least ``margin`` below its maximum: a ReLU / leaky-ReLU conv feeding a max pool
+gets biases that leave no window all zeros (ReLU zeros tie with each other), and the input
+``x`` is nudged, window by window, along the gradient that widens the remaining near-ties
+(``_repair_max_pools``). A draw the repair cannot mend is rejected (rare). With
+``kinks=True`` inputs and parameters come from a small grid of multiples of 1/4, so every sum
+is exact in float32 and float64: ReLU inputs that are exactly 0 and tied max-pool windows then
+occur in every framework alike.
+
+**Pooling.** A CNN pool window is at least 2x2 in nine pools out of ten (convs keep their
+output at least 2x2 so that one fits), and half of the conv layers are a ReLU conv feeding a
+max pool (where ``relu`` and ``max`` are allowed): the usual CNN block, where ties matter.
+Two geometries whose ties no repair can break are not drawn: a conv output that sees only
+padding (every such cell is ``sigma(b)``; kernels are wider than the padding) and max-pool
+windows that overlap before another conv (a repeated maximum).
+
+**Gradients.** A case whose every gradient is exactly zero (e.g. all ReLUs dead, graph
+leaves unused) checks nothing; it is redrawn unless ``zero_grads=True``.
 """
 
 from __future__ import annotations
@@ -39,7 +53,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ...reference import conv, dense, pooling
+from ...reference import backprop, conv, dense, pooling
 from ...reference.activations import KINKED, activation
 from ...reference.case import (
     ACTIVATION_NAMES,
@@ -62,13 +76,21 @@ from ...reference.case import (
     layer_shapes,
     maxpool,
     node,
+    parametrised,
 )
 from ...reference.graph import forward as graph_forward
 from ...reference.init import init_params
+from ...reference.layers import LayerArrays, layer_rule
 from ...reference.network import feedforward
 
 T = TypeVar("T")
 MARGIN = 1e-3  # distance kept from kinks; >> the finite-difference step's effect on z
+GAP_AIM = 2.0  # the max-pool repair nudges windows whose gap is under this many thresholds
+#                (float32 rounding stays far below the difference) ...
+GAP_NUDGED = 3.0  # ... up to this many
+REPAIR_ROUNDS = 20  # nudges of x by the max-pool repair before the draw is rejected
+MAX_NUDGE = 0.3  # largest change of one input element in one nudge
+ONE_BY_ONE_POOLS = 10  # one CNN pool in this many has a 1x1 window (a no-op, an edge case)
 TARGETS = ("any", "one_hot", "soft")  # Constraints.targets
 
 
@@ -122,6 +144,9 @@ class Constraints:
     targets: str = "any"
     dropout: bool = True
     memory_budget: int | str | None = None  # bytes or "4G"; None: see ``memory_budget()``
+    # True allows cases whose every gradient is exactly zero (all ReLUs dead, graph leaves
+    # unused, ...); False (default) redraws them: they would agree with any oracle
+    zero_grads: bool = False
 
     def __post_init__(self) -> None:
         for name, known in (("activations", ACTIVATION_NAMES), ("costs", COST_NAMES),
@@ -147,6 +172,8 @@ class Constraints:
         if self.memory_budget is not None:
             object.__setattr__(self, "memory_budget",
                                parse_bytes(self.memory_budget, "memory_budget"))
+        if not isinstance(self.zero_grads, bool):
+            raise ValueError(f"zero_grads must be true or false, got {self.zero_grads!r}")
 
     @classmethod
     def make(cls, **kwargs: Any) -> Constraints:
@@ -269,7 +296,8 @@ def _worst_architecture(family: str, c: Constraints
     """The largest case ``family``'s builder can draw under ``c``: (layers, input shape,
     batch, graph leaves). Dense layers and inputs ``max_width`` wide, ``max_layers`` deep,
     each hidden layer with a dropout; convs of 8 channels growing the image by 4 (kernel 1,
-    padding 2) each followed by a size-1 pool; graphs 8 wide, ``max_nodes`` long."""
+    padding 2) each followed by a size-1 pool, ``max_batch`` images; graphs 8 wide,
+    ``max_nodes`` long."""
     if family in ("mlp", "softmax"):
         W = c.max_width
         if family == "mlp":
@@ -283,8 +311,7 @@ def _worst_architecture(family: str, c: Constraints
     if family == "cnn":
         convs = (conv2d(8, 1, 1, 2, "identity"), maxpool(1, 1)) * c.max_conv_layers
         head = (Dense(16, "identity"),) * min(1, c.max_layers - 1) + (Dense(10, "identity"),)
-        return (convs + (flatten(),) + head, (3, c.max_image, c.max_image),
-                min(4, c.max_batch), 0)
+        return convs + (flatten(),) + head, (3, c.max_image, c.max_image), c.max_batch, 0
     return (node("exp", "x"),) * c.max_nodes, (8,), min(8, c.max_batch), 3
 
 
@@ -379,9 +406,63 @@ def _away_from_zero(values: np.ndarray, bias: float, margin: float) -> float:
     return float(mids[np.argmin(np.abs(mids - bias))])
 
 
+def _lowest_clear(values: np.ndarray, lowest: float, margin: float) -> float:
+    """A bias ``>= lowest`` such that every ``values + bias`` is at least ``margin`` away
+    from 0: ``lowest`` itself, else stepped past each value in the way by 1.5 margins."""
+    points = np.sort(-values.ravel())
+    bias = lowest
+    for p in points[points > lowest - margin]:
+        if p >= bias + margin:
+            break
+        if p > bias - margin:
+            bias = float(p) + 1.5 * margin
+    return bias
+
+
+def _gap_threshold(a_prev: np.ndarray) -> float:
+    """The smallest runner-up gap a max-pool window over ``a_prev`` may have: ``MARGIN``,
+    relative to the layer's largest value where that is above 1."""
+    return MARGIN * max(1.0, float(np.max(np.abs(a_prev))))
+
+
+def _live_bias(z0: np.ndarray, bias: float, pool: Pool) -> float:
+    """The bias of one ReLU / leaky channel (``z0``: its ``z`` without bias, ``(N, H, W)``)
+    that feeds a max pool: every ``z`` at least ``MARGIN`` from 0 (as ``_away_from_zero``)
+    and every window's largest ``z`` clearly positive, ``GAP_AIM`` gap thresholds up, since
+    a window of ReLU zeros is a tie. ``bias`` where it already does, else the nearest above."""
+    window_max = pooling.forward("max", z0[:, None], pool.size, pool.stride)
+    live = -float(np.min(window_max))  # the bias at which the deadest window's max is 0
+    aim = GAP_AIM * _gap_threshold(z0 + max(bias, live))
+    lowest = live + aim
+    if bias >= lowest:
+        kept = _away_from_zero(z0, bias, MARGIN)
+        if kept >= lowest:
+            return kept
+    return _lowest_clear(z0, lowest, MARGIN)
+
+
+def _next_max_pool(layers: Sequence[Layer], l: int) -> Pool | None:
+    """The max pool right after layer ``l`` (counting from 1), if there is one and its
+    windows are larger than 1x1 (a single cell cannot tie)."""
+    after = layers[l] if l < len(layers) else None
+    real = isinstance(after, Pool) and after.kind == "max" and after.size > 1
+    return after if real and isinstance(after, Pool) else None
+
+
+def _repaired_biases(spec: Dense | Conv2d, z0: np.ndarray, b: np.ndarray,
+                     pool: Pool | None) -> np.ndarray:
+    """``b`` moved so that no ``z = z0 + b`` of a ReLU / leaky layer lies within ``MARGIN`` of
+    0 (unit / channel ``j`` is column ``j`` of ``z0``), and, for a conv feeding the max pool
+    ``pool``, so that no pooling window is all dead."""
+    if isinstance(spec, Conv2d) and pool is not None:
+        return np.array([_live_bias(z0[:, j], float(bj), pool) for j, bj in enumerate(b)])
+    return np.array([_away_from_zero(z0[:, j], float(bj), MARGIN) for j, bj in enumerate(b)])
+
+
 def _repair_kinks(layers: tuple[Layer, ...], params: dict[str, np.ndarray], x: np.ndarray,
                   masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Move each ReLU/leaky layer's biases so that no ``z`` lies within ``MARGIN`` of 0."""
+    """Move each ReLU/leaky layer's biases so that no ``z`` lies within ``MARGIN`` of 0 and
+    no window of a max pool right after it is all dead (``_repaired_biases``)."""
     params = dict(params)
     a, number = x, 0
     for l, spec in enumerate(layers, 1):
@@ -392,9 +473,8 @@ def _repair_kinks(layers: tuple[Layer, ...], params: dict[str, np.ndarray], x: n
                 z0 = dense.forward(a, W, np.zeros_like(b))
             else:
                 z0 = conv.forward(a, W, np.zeros_like(b), spec.stride, spec.padding)
-            if spec.activation in KINKED:  # unit / channel j is column j of z0
-                b = np.array([_away_from_zero(z0[:, j], float(bj), MARGIN)
-                              for j, bj in enumerate(b)])
+            if spec.activation in KINKED:
+                b = _repaired_biases(spec, z0, b, _next_max_pool(layers, l))
                 params[f"b{number}"] = b
             z = z0 + (b if isinstance(spec, Dense) else b[None, :, None, None])
             a = _activate(spec.activation, z)
@@ -415,14 +495,139 @@ def _pass(spec: Layer, a: np.ndarray) -> np.ndarray:
     return pooling.flatten_forward(a)
 
 
+# ---------------------------------------------------------------- max-pool repair
+
+def _layer_arrays(layers: tuple[Layer, ...], params: dict[str, np.ndarray],
+                  masks: dict[str, np.ndarray]) -> list[LayerArrays]:
+    """The arrays each layer reads (the reference's ``LayerArrays``), in layer order."""
+    numbers = dict(parametrised(layers))
+    return [LayerArrays(params[f"W{numbers[l]}"], params[f"b{numbers[l]}"]) if l in numbers
+            else LayerArrays(mask=masks.get(f"mask{l}")) for l in range(1, len(layers) + 1)]
+
+
+def _forward(layers: tuple[Layer, ...], arrays: list[LayerArrays], x: np.ndarray
+             ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(zs, acts)`` as ``network.feedforward`` gives them, before a ``Case`` exists."""
+    zs, acts = [], [x]
+    for spec, layer in zip(layers, arrays, strict=True):
+        z = layer_rule(spec).forward(spec, acts[-1], layer)
+        zs.append(z)
+        acts.append(_activate(spec.activation, z) if hasattr(spec, "activation") else z)
+    return zs, acts
+
+
+def _top_two(a_prev: np.ndarray, size: int, stride: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per max-pool window: the offset number of its maximum (the first in row-major order,
+    as ``pooling.max_route``), of its runner-up, and the gap between their values."""
+    cells = np.stack([part for _, _, part in conv.offset_slices(a_prev, size, stride)])
+    order = np.argsort(-cells, axis=0, kind="stable")[:2]
+    top, second = np.take_along_axis(cells, order, axis=0)
+    return order[0], order[1], top - second
+
+
+def _tie_seed(a_prev: np.ndarray, pool: Pool) -> np.ndarray | None:
+    """Where some window of ``pool`` has a runner-up gap under ``GAP_AIM`` thresholds: an
+    array shaped like ``a_prev`` holding, at each such window's maximum, what its gap lacks
+    to ``GAP_NUDGED`` thresholds, and minus that at its runner-up (its inner product with a
+    change of ``a_prev`` is how much that change widens those gaps); else None."""
+    if pool.size == 1:
+        return None
+    top, second, gap = _top_two(a_prev, pool.size, pool.stride)
+    threshold = _gap_threshold(a_prev)
+    lack = np.where(gap < GAP_AIM * threshold, GAP_NUDGED * threshold - gap, 0.0)
+    if not np.any(lack):
+        return None
+    parts = [(u, v, np.where(top == i, lack, 0.0) - np.where(second == i, lack, 0.0))
+             for i, (u, v, _) in enumerate(conv.offset_slices(a_prev, pool.size, pool.stride))]
+    return conv.scatter_offsets(parts, a_prev.shape, pool.stride)
+
+
+def _sigma_prime(spec: Layer, z: np.ndarray) -> np.ndarray:
+    return activation(spec.activation)[1](z) if hasattr(spec, "activation") else np.ones_like(z)
+
+
+def _input_gradient(layers: tuple[Layer, ...], arrays: list[LayerArrays],
+                    zs: list[np.ndarray], acts: list[np.ndarray],
+                    seeds: dict[int, np.ndarray]) -> np.ndarray:
+    """The gradient with respect to ``x`` of ``sum_l <seeds[l], a^(l-1)>`` (a vector-Jacobian
+    product through the reference's layer rules, from the last seeded layer down)."""
+    top = max(seeds)
+    grad = seeds[top]  # d/da^(top-1)
+    for l in range(top - 1, 0, -1):  # grad: d/da^l -> d/da^(l-1)
+        spec = layers[l - 1]
+        delta = grad * _sigma_prime(spec, zs[l - 1])
+        da_prev = layer_rule(spec).backward(spec, delta, acts[l - 1], zs[l - 1],
+                                            arrays[l - 1], True).da_prev
+        assert da_prev is not None
+        grad = da_prev + seeds.get(l, 0.0)
+    return grad
+
+
+def _nudge(grad: np.ndarray, seeds: dict[int, np.ndarray]) -> np.ndarray:
+    """The change of ``x`` along ``grad`` that widens each sample's near-ties by what they
+    lack, to first order (exactly for one window per sample), at most ``MAX_NUDGE`` per
+    element. ``grad`` and every seed are batch-first."""
+    lack = sum(0.5 * np.sum(s.reshape(len(s), -1) ** 2, axis=1) for s in seeds.values())
+    norm = np.sum(grad.reshape(len(grad), -1) ** 2, axis=1)
+    scale = np.divide(lack, norm, out=np.zeros_like(norm), where=norm > 0)
+    step = grad * scale.reshape(-1, *([1] * (grad.ndim - 1)))
+    largest = np.max(np.abs(step.reshape(len(step), -1)), axis=1)
+    shrink = np.minimum(1.0, MAX_NUDGE / np.maximum(largest, MAX_NUDGE))
+    return step * shrink.reshape(-1, *([1] * (grad.ndim - 1)))
+
+
+def _tie_breaking_step(layers: tuple[Layer, ...], params: dict[str, np.ndarray],
+                       x: np.ndarray, masks: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The nudge of ``x`` that widens every max-pool window whose runner-up gap is under
+    ``GAP_AIM`` thresholds (``_nudge``); None where there is none, or no nudge helps."""
+    if not any(isinstance(s, Pool) and s.kind == "max" for s in layers):
+        return None
+    arrays = _layer_arrays(layers, params, masks)
+    zs, acts = _forward(layers, arrays, x)
+    seeds = {l: seed for l, spec in enumerate(layers, 1)
+             if isinstance(spec, Pool) and spec.kind == "max"
+             and (seed := _tie_seed(acts[l - 1], spec)) is not None}
+    if not seeds:
+        return None
+    step = _nudge(_input_gradient(layers, arrays, zs, acts, seeds), seeds)
+    return step if np.any(step) else None
+
+
+def _repair_max_pools(layers: tuple[Layer, ...], params: dict[str, np.ndarray],
+                      x: np.ndarray, masks: dict[str, np.ndarray]
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``(params, x)`` with the kinks repaired (``_repair_kinks``) and, up to
+    ``REPAIR_ROUNDS`` times, ``x`` nudged to widen the max-pool near-ties that biases cannot
+    (two live cells within the margin of each other) and the biases repaired again. What is
+    left after the last round is rejected by ``_check_max_pool_gaps``."""
+    params = _repair_kinks(layers, params, x, masks)
+    for _ in range(REPAIR_ROUNDS):
+        step = _tie_breaking_step(layers, params, x, masks)
+        if step is None:
+            break
+        x = x + step
+        params = _repair_kinks(layers, params, x, masks)
+    return params, x
+
+
 def _check_max_pool_gaps(case: Case) -> None:
-    """Reject draws with a max-pool window whose runner-up is within ``MARGIN``."""
+    """Reject the rare draw ``_repair_max_pools`` left with a max-pool window whose
+    runner-up is within the threshold (``_gap_threshold``) of its maximum."""
     zs, acts = feedforward(case)
     for l, spec in enumerate(case.layers, 1):
         if isinstance(spec, Pool) and spec.kind == "max":
             gap = pooling.max_route(acts[l - 1], spec.size, spec.stride)[1]
-            if np.min(gap) < MARGIN * max(1.0, float(np.max(np.abs(acts[l - 1])))):
+            if np.min(gap) < _gap_threshold(acts[l - 1]):
                 raise Rejected("max-pool runner-up gap within the margin")
+
+
+def _check_gradients(case: Case, c: Constraints) -> None:
+    """Reject a case whose every gradient is exactly zero, unless ``c.zero_grads``."""
+    if c.zero_grads:
+        return
+    if not any(np.any(g != 0) for g in backprop(case).grads.values()):
+        raise Rejected("every gradient is exactly zero (zero_grads=True allows such cases)")
 
 
 def _masks(layers: tuple, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -444,7 +649,7 @@ def _finish(family: str, layers: tuple, cost: str, x: np.ndarray, ch: Chooser,
         params[f"b{last}"] = params[f"b{last}"] * scale
     masks = _masks(layers, x, rng)
     if not c.kinks:
-        params = _repair_kinks(layers, params, x, masks)
+        params, x = _repair_max_pools(layers, params, x, masks)
     out = layer_shapes(layers, x.shape[1:])[f"z{len(layers)}"]
     y = _targets(cost, (x.shape[0], *out), rng, soft)
     case = Case(family=family, layers=layers, cost=cost,
@@ -453,6 +658,7 @@ def _finish(family: str, layers: tuple, cost: str, x: np.ndarray, ch: Chooser,
                 dtype=dtype, seed=seed)
     if not c.kinks:
         _check_max_pool_gaps(case)
+    _check_gradients(case, c)
     return case
 
 
@@ -506,33 +712,71 @@ def build_softmax(ch: Chooser, c: Constraints) -> Case:
     return _finish("softmax", layers, "softmax_cross_entropy", x, ch, c, rng, seed, scale)
 
 
-def _pool(ch: Chooser, c: Constraints, size_limit: int, after: str) -> Pool | None:
+def _window(ch: Chooser, size_limit: int, overlap: bool) -> tuple[int, int]:
+    """A pool's (size, stride): a window of 2 or 3 that fits in ``size_limit``, 1x1 (a no-op,
+    kept as an edge case) in one pool out of ``ONE_BY_ONE_POOLS`` or where nothing larger
+    fits; any stride up to the size where windows may ``overlap``, else the size."""
+    one_by_one = size_limit < 2 or ch.integer(1, ONE_BY_ONE_POOLS) == 1
+    size = 1 if one_by_one else ch.integer(2, min(3, size_limit))
+    return size, ch.integer(1, size) if overlap else size
+
+
+def _max_pool(ch: Chooser, size_limit: int, last: bool) -> Pool:
+    """A max pool; its windows overlap only after the ``last`` conv: overlapping windows
+    repeat a maximum in neighbouring outputs, which a later conv and max pool turn into a
+    tie no nudge of the input can break."""
+    return maxpool(*_window(ch, size_limit, overlap=last))
+
+
+def _pool(ch: Chooser, c: Constraints, size_limit: int, after: str, last: bool
+          ) -> Pool | None:
+    """A pool of an allowed kind (no L2 pool after a ReLU outside kink mode: an all-zero
+    window is a kink), windows as ``_window``, ``last``: after the last conv."""
     kinds = [k for k in c.pools if not (k == "l2" and after == "relu" and not c.kinks)]
     if not kinds:
         return None
     kind = ch.choice(kinds)
-    size = ch.integer(1, min(3, size_limit))
-    stride = ch.integer(1, size)
-    return {"max": maxpool, "avg": avgpool, "l2": l2pool}[kind](size, stride)
+    if kind == "max":
+        return _max_pool(ch, size_limit, last)
+    return {"avg": avgpool, "l2": l2pool}[kind](*_window(ch, size_limit, overlap=True))
+
+
+def _relu_max_block(ch: Chooser, c: Constraints) -> bool:
+    """Whether the next conv is a ReLU conv feeding a max pool, the usual CNN block (and
+    the pairing whose ties matter): half of the convs, where ``relu`` and ``max`` are allowed."""
+    return "relu" in c.activations and "max" in c.pools and ch.boolean()
+
+
+def _conv(ch: Chooser, height: int, activation_name: str) -> Conv2d:
+    """A conv layer on a ``height x height`` map whose output is at least 2x2, so that a 2x2
+    pool fits: padding 0..2 (at least 1 on a 1x1 map), kernel 1..5 and stride 1..3 leaving
+    room for two positions. The kernel is wider than the padding: an output that sees only
+    padding would be ``sigma(b)``, the same in every such cell, a tie in a max pool."""
+    padding = ch.integer(0 if height > 1 else 1, 2)
+    span = height + 2 * padding
+    kernel = ch.integer(padding + 1, min(5, span - 1))
+    stride = ch.integer(1, min(3, span - kernel))
+    return conv2d(ch.integer(1, 8), kernel, stride, padding, activation_name)
 
 
 def build_cnn(ch: Chooser, c: Constraints) -> Case:
-    """1..2 conv layers (channels 1..8, kernel 1..5, stride 1..3, padding 0..2), each maybe
-    pooled (max/avg/L2, windows that fit), at least one pool, flatten, a dense head."""
+    """1..max_conv_layers conv layers (channels 1..8, kernel 1..5, stride 1..3, padding 0..2,
+    outputs at least 2x2), each maybe pooled (max/avg/L2, windows mostly 2x2 or 3x3; half of
+    the convs a ReLU conv with a max pool, ``_relu_max_block``), at least one pool, flatten,
+    a dense head; batches of 1..max_batch images."""
     channels, size = ch.integer(1, 3), ch.integer(3, c.max_image)
     layers: list[Layer] = []
     shape = (channels, size, size)
     n_conv = ch.integer(1, c.max_conv_layers)
     pooled = False
     for i in range(n_conv):
-        padding = ch.integer(0, 2)
-        kernel = ch.integer(1, min(5, shape[1] + 2 * padding))
-        spec = conv2d(ch.integer(1, 8), kernel, ch.integer(1, 3), padding,
-                      ch.choice(c.activations))
+        block, last = _relu_max_block(ch, c), i == n_conv - 1
+        spec = _conv(ch, shape[1], "relu" if block else ch.choice(c.activations))
         layers.append(spec)
         shape = layer_shapes(tuple(layers), (channels, size, size))[f"z{len(layers)}"]
-        if (i == n_conv - 1 and not pooled) or ch.boolean():
-            pool = _pool(ch, c, shape[1], spec.activation)
+        if block or (last and not pooled) or ch.boolean():
+            pool = (_max_pool(ch, shape[1], last) if block
+                    else _pool(ch, c, shape[1], spec.activation, last))
             if pool is not None:
                 layers.append(pool)
                 pooled = True
@@ -542,7 +786,7 @@ def build_cnn(ch: Chooser, c: Constraints) -> Case:
     if ch.boolean() and c.max_layers > 1:
         layers.append(Dense(ch.integer(1, 16), ch.choice(c.activations)))
     layers.append(Dense(ch.integer(1, 10), _output_activation(cost, ch, c)))
-    batch = ch.integer(1, min(4, c.max_batch))
+    batch = ch.integer(1, c.max_batch)
     seed = ch.integer(0, 2**31 - 1)
     _guard("cnn", c, layers, (channels, size, size), batch)
     rng = np.random.default_rng(seed)
@@ -593,6 +837,7 @@ def build_graph(ch: Chooser, c: Constraints) -> Case:
         raise Rejected(str(exc)) from None
     if max(float(np.max(np.abs(v))) for v in values) > 1e3:
         raise Rejected("graph values beyond 1e3")
+    _check_gradients(case, c)
     return case
 
 
@@ -627,16 +872,25 @@ def _prepare(family: str, seed: Any, constraints: dict[str, Any]) -> tuple[Const
     return c, seed
 
 
-def _draw_at(family: str, c: Constraints, seed: int, index: int,
-             constraints: dict[str, Any]) -> Case:
+def _attempts(family: str, c: Constraints, seed: int, index: int,
+              constraints: dict[str, Any]) -> tuple[Case, tuple[str, ...]]:
+    """Case ``index``: the first of its attempts the builder does not reject, and why each
+    attempt before it was rejected."""
     builder, number = BUILDERS[family], FAMILY_NUMBERS[family]
+    reasons: list[str] = []
     for attempt in range(ATTEMPTS):
         try:
-            return builder(RngChooser(np.random.default_rng([seed, number, index, attempt])), c)
-        except Rejected:
-            continue
+            chooser = RngChooser(np.random.default_rng([seed, number, index, attempt]))
+            return builder(chooser, c), tuple(reasons)
+        except Rejected as exc:
+            reasons.append(str(exc))
     raise ValueError(f"constraints {constraints} rejected {ATTEMPTS} draws of {family!r} "
-                     f"case {index}")
+                     f"case {index} (the last: {reasons[-1]})")
+
+
+def _draw_at(family: str, c: Constraints, seed: int, index: int,
+             constraints: dict[str, Any]) -> Case:
+    return _attempts(family, c, seed, index, constraints)[0]
 
 
 def case_at(family: str, seed: int, index: int, **constraints: Any) -> Case:
@@ -645,6 +899,15 @@ def case_at(family: str, seed: int, index: int, **constraints: Any) -> Case:
     Constraints whose largest case exceeds the memory budget are refused (``check_memory``)."""
     c, seed = _prepare(family, seed, constraints)
     return _draw_at(family, c, seed, _natural(index, "index"), constraints)
+
+
+def draw_attempts(family: str, seed: int, index: int, **constraints: Any
+                  ) -> tuple[Case, tuple[str, ...]]:
+    """``case_at(family, seed, index, **constraints)`` and the reasons the draws before it
+    were rejected (a max-pool near-tie the repair could not mend, an all-zero gradient, ...),
+    for measuring the drawer (``benchmarks/case_stats.py``)."""
+    c, seed = _prepare(family, seed, constraints)
+    return _attempts(family, c, seed, _natural(index, "index"), constraints)
 
 
 def iter_cases(family: str, seed: int, start: int = 0, stop: int | None = None,
@@ -664,8 +927,9 @@ def cases(family: str, n: int = 100, seed: int = 0, **constraints: Any) -> list[
     """``n`` cases of ``family`` drawn deterministically from ``seed`` under ``constraints``
     (fields of ``Constraints``: ``activations``, ``costs``, ``pools``, ``dtypes``,
     ``max_layers``, ``max_width``, ``max_batch``, ``max_image``, ``kinks``, ``memory_budget``,
-    ...): ``case_at(family, seed, i)`` for ``i < n``, so the first cases do not depend on
-    ``n``. Draw lazily with ``iter_cases``."""
+    ``zero_grads``, ...): ``case_at(family, seed, i)`` for ``i < n``, so the first cases do not
+    depend on ``n``. A case whose every gradient is exactly zero is redrawn (its next attempt,
+    so still deterministic) unless ``zero_grads=True``. Draw lazily with ``iter_cases``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     return list(iter_cases(family, seed, 0, int(n), **constraints))
