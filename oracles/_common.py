@@ -81,7 +81,7 @@ def forward_work(case: Case) -> int:
 
 def assert_dtypes(result: Result, dtype: str, label: str) -> Result:
     """Raise ``OracleDtypeError`` unless every gradient, delta, z and activation is ``dtype``."""
-    for group in ("grads", "deltas", "zs", "activations"):
+    for group in ("grads", "deltas", "zs", "activations", "input_grads"):
         for name, value in getattr(result, group).items():
             if np.asarray(value).dtype != np.dtype(dtype):
                 raise OracleDtypeError(
@@ -109,10 +109,11 @@ def sorted_keys(d: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarra
 
 
 def network_forward(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
-                    ops: Mapping, offsets: list | None = None, hook=None
-                    ) -> tuple[Any, list, list]:
+                    ops: Mapping, offsets: list | None = None, hook=None,
+                    a_offsets: list | None = None) -> tuple[Any, list, list]:
     """``(loss, zs, activations)`` with ``activations[0] = x``; ``z^l += offsets[l-1]``
-    when given (deltas by differentiating w.r.t. a zero offset); ``hook(z)`` sees each z."""
+    when given (deltas by differentiating w.r.t. a zero offset), ``a^l += a_offsets[l-1]``
+    likewise for ``l < L`` (the input gradients ``dC/da^l``); ``hook(z)`` sees each z."""
     numbers = dict(parametrised(case.layers))
     a, zs, acts = x, [], [x]
     for l, spec in enumerate(case.layers, 1):
@@ -123,7 +124,9 @@ def network_forward(case: Case, params: Mapping, x: object, y: object, masks: Ma
             z = hook(z)
         a = ops[spec.activation](z) if isinstance(spec, (Dense, Conv2d)) else z
         zs.append(z)
-        acts.append(a)
+        acts.append(a)  # as computed: the offset below must not hide its dtype
+        if a_offsets is not None and l < len(case.layers):
+            a = a + a_offsets[l - 1]
     return ops[case.cost](zs[-1], acts[-1], y), zs, acts
 
 
@@ -169,12 +172,12 @@ def _graph_input(ref: Ref, params: Mapping, x: object, values: list, ops: Mappin
 
 
 def model_forward(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
-                  ops: Mapping, offsets: list | None = None, hook=None
-                  ) -> tuple[Any, list, list]:
-    """``(loss, zs, activations)`` for any family."""
+                  ops: Mapping, offsets: list | None = None, hook=None,
+                  a_offsets: list | None = None) -> tuple[Any, list, list]:
+    """``(loss, zs, activations)`` for any family (``a_offsets``: layered networks only)."""
     if case.family == "graph":
         return graph_forward(case, params, x, y, ops, offsets, hook)
-    return network_forward(case, params, x, y, masks, ops, offsets, hook)
+    return network_forward(case, params, x, y, masks, ops, offsets, hook, a_offsets)
 
 
 def output_of(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
@@ -184,10 +187,12 @@ def output_of(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
 
 
 def result_from(case: Case, loss: float, grads: dict, deltas: list, zs: list, acts: list,
-                meta: dict) -> Result:
-    """A ``Result`` keyed like the reference's (``a0 = x`` for layered networks)."""
+                meta: dict, input_grads: list | None = None) -> Result:
+    """A ``Result`` keyed like the reference's (``a0 = x`` for layered networks;
+    ``input_grads[l-1] = dC/da^l`` for ``l = 1..L-1`` when given)."""
     first = 1 if case.family == "graph" else 0
     return Result(
+        input_grads={f"da{l}": g for l, g in enumerate(input_grads or [], 1)},
         loss=float(loss),
         grads={k: grads[k] for k in case.params},
         deltas={f"delta{l}": d for l, d in enumerate(deltas, 1)},

@@ -157,16 +157,21 @@ def _zeros(jax, case: Case) -> list:
 
 
 def reverse_fn(jax, case: Case, ops: Mapping) -> Callable:
-    """``(params, x, y, masks) -> (loss, grads, deltas, zs, acts)`` by ``value_and_grad``
-    with respect to the parameters and a zero offset on every ``z``."""
+    """``(params, x, y, masks) -> (loss, grads, deltas, zs, acts, input_grads)`` by
+    ``value_and_grad`` with respect to the parameters, a zero offset on every ``z`` and (layered
+    networks) on every ``a^l`` between layers."""
+    between = 0 if case.family == "graph" else len(case.layers) - 1
+
     def fn(params, x, y, masks):
-        def loss_fn(p, offsets):
-            loss, zs, acts = common.model_forward(case, p, x, y, masks, ops, offsets)
+        def loss_fn(p, offsets, a_offsets):
+            loss, zs, acts = common.model_forward(case, p, x, y, masks, ops, offsets,
+                                                  a_offsets=a_offsets or None)
             return loss, (zs, acts)
 
-        (loss, (zs, acts)), (grads, deltas) = jax.value_and_grad(
-            loss_fn, argnums=(0, 1), has_aux=True)(params, _zeros(jax, case))
-        return loss, grads, deltas, zs, acts
+        zeros = _zeros(jax, case)
+        (loss, (zs, acts)), (grads, deltas, inputs) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1, 2), has_aux=True)(params, zeros, zeros[:between])
+        return loss, grads, deltas, zs, acts, inputs
 
     return fn
 
@@ -186,7 +191,7 @@ def forward_fn(jax, case: Case, ops: Mapping) -> Callable:
         grad = jvp_gradient(jax, loss_of, flat, common.chunk_size(flat.size, chunk_work))
         grads, deltas = unravel(grad)
         loss, zs, acts = common.model_forward(case, params, x, y, masks, ops)
-        return loss, grads, deltas, zs, acts
+        return loss, grads, deltas, zs, acts, []
 
     return fn
 
@@ -312,11 +317,11 @@ class JaxOracle(Oracle):
             meta["jit_cache"] = "hit" if hit else "miss"
             args = jax.device_put((dict(case.params), case.x, case.y, dict(case.masks)),
                                   _device(jax, device))
-            loss, grads, deltas, zs, acts = jax.device_get(fn(*args))
+            loss, grads, deltas, zs, acts, inputs = jax.device_get(fn(*args))
         result = common.result_from(
             case, loss, {k: np.asarray(g) for k, g in grads.items()},
             [np.asarray(d) for d in deltas], [np.asarray(z) for z in zs],
-            [np.asarray(a) for a in acts], meta)
+            [np.asarray(a) for a in acts], meta, [np.asarray(g) for g in inputs])
         return common.assert_dtypes(result, case.dtype, self.label)
 
     def adjoint(self, case: Case, device: str = "cpu", dtype: str | None = None,

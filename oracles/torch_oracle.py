@@ -181,7 +181,8 @@ def _tensors(torch, case: Case, device: str) -> tuple[dict, object, object, dict
 
 
 def reverse(torch, case: Case, ops: Mapping, device: str) -> tuple:
-    """Autograd: ``loss.backward()``; deltas from ``retain_grad`` on every ``z``."""
+    """Autograd: ``loss.backward()``; deltas from ``retain_grad`` on every ``z``, input
+    gradients ``dC/da^l`` on every ``a^l`` between layers."""
     params, x, y, masks = _tensors(torch, case, device)
     for p in params.values():
         p.requires_grad_(True)
@@ -193,10 +194,14 @@ def reverse(torch, case: Case, ops: Mapping, device: str) -> tuple:
         return z
 
     loss, zs, acts = common.model_forward(case, params, x, y, masks, ops, hook=keep)
+    between = acts[1:-1] if case.family != "graph" else []
+    for a in between:
+        a.retain_grad()
     loss.backward()
     grads = {k: _or_zeros(torch, p.grad, p) for k, p in params.items()}
     deltas = [_or_zeros(torch, z.grad, z) for z in zs]
-    return loss, grads, deltas, zs, acts
+    inputs = [_or_zeros(torch, a.grad, a) for a in between]
+    return loss, grads, deltas, zs, acts, inputs
 
 
 def _or_zeros(torch, grad, like):
@@ -236,7 +241,7 @@ def forward(torch, case: Case, ops: Mapping, device: str) -> tuple:
     p, o = unflatten(g)
     with torch.no_grad():
         loss, zs, acts = common.model_forward(case, params, x, y, masks, ops)
-    return loss, p, o, zs, acts
+    return loss, p, o, zs, acts, []
 
 
 def jvp_gradient(torch, f: Callable, flat, chunk: int):
@@ -324,11 +329,11 @@ class TorchOracle(Oracle):
     def _compute(self, torch, case: Case, device: str, meta: dict) -> Result:
         ops = torch_ops(torch, getattr(torch, case.dtype), device, self.overrides)
         step = reverse if self.mode == "reverse" else forward
-        loss, grads, deltas, zs, acts = step(torch, case, ops, device)
+        loss, grads, deltas, zs, acts, inputs = step(torch, case, ops, device)
         n = lambda t: t.detach().cpu().numpy()  # noqa: E731
         return common.result_from(
             case, n(loss), {k: n(g) for k, g in grads.items()}, [n(d) for d in deltas],
-            [n(z) for z in zs], [n(a) for a in acts], meta)
+            [n(z) for z in zs], [n(a) for a in acts], meta, [n(g) for g in inputs])
 
     def adjoint(self, case: Case, device: str = "cpu", dtype: str | None = None,
                 seed: int = 0) -> tuple[float, float]:

@@ -10,7 +10,7 @@ row-major over ``(H, W, C)``. The same network then needs the input columns of t
 dense weight after a flatten (and a dropout mask between them) permuted from ``(C, H, W)``
 order to ``(H, W, C)`` order: ``permute_flatten_columns``. ``case_arrays(case, layout)`` does
 all of it for a whole case, and ``grads_from(case, layout, grads)`` converts an adapter's
-gradients (and ``delta<l>``, if returned) back to the reference's layout::
+gradients (and ``delta<l>``, ``da<l>``, if returned) back to the reference's layout::
 
     arrays = bo.layouts.case_arrays(case, bo.layouts.CHANNELS_LAST)   # x, y, W1, b1, mask<l>
     grads = my_library_backprop(arrays)                              # in its own layout
@@ -146,7 +146,7 @@ def _permuter(flat: tuple[int, int, int], inverse: bool) -> Convert:
 
 def _converters(case: Case, layout: Layout) -> dict[str, tuple[Convert, Convert]]:
     """Array name -> (reference -> ``layout``, ``layout`` -> reference) for every array of
-    ``case`` and every ``delta<l>``."""
+    ``case``, every ``delta<l>`` and every input gradient ``da<l>`` (shaped like ``z^l``)."""
     out: dict[str, tuple[Convert, Convert]] = {"x": (_same, _same), "y": (_same, _same)}
     if case.family == "graph":
         out.update({k: (_same, _same) for k in case.params})
@@ -180,7 +180,7 @@ def _converters(case: Case, layout: Layout) -> dict[str, tuple[Convert, Convert]
             each = (_permuter(flat, False), _permuter(flat, True))
         else:
             each = (_same, _same)
-        out[f"delta{l}"] = each
+        out[f"delta{l}"] = out[f"da{l}"] = each
         if isinstance(spec, Dropout):
             out[f"mask{l}"] = each
         shape = z
@@ -224,7 +224,8 @@ def case_arrays(case: Case, layout: Layout | str = CHANNELS_LAST) -> dict[str, A
 def grads_from(case: Case, layout: Layout | str, grads: Mapping[str, object]
                ) -> dict[str, object]:
     """An adapter's return in ``layout`` -> the reference's layout: gradients ``W<n>``,
-    ``b<n>`` and deltas ``delta<l>`` converted, anything else (``loss``) passed through."""
+    ``b<n>``, deltas ``delta<l>`` and input gradients ``da<l>`` converted, anything else
+    (``loss``) passed through."""
     conv = _converters(case, _layout(layout))
     return {k: conv[k][1](np.asarray(v)) if k in conv and k not in ("x", "y") else v
             for k, v in grads.items()}

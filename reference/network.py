@@ -76,9 +76,11 @@ def backprop(case: Case) -> Result:
     grads: dict[str, Array] = {}
     gaps: dict[str, Array] = {}
     deltas: dict[str, Array] = {f"delta{L}": delta}
+    input_grads: dict[str, Array] = {}
     for l in range(L, 0, -1):
         da = _layer_backward(case, l, delta, acts[l - 1], zs[l - 1], numbers, grads, gaps)
         if l > 1:
+            input_grads[f"da{l - 1}"] = cast(Array, da)
             delta = cast(Array, da) * _sigma_prime(case.layers[l - 2], zs[l - 2])  # BP2
             deltas[f"delta{l - 1}"] = delta
     return Result(
@@ -89,4 +91,5 @@ def backprop(case: Case) -> Result:
         zs={f"z{l}": z for l, z in enumerate(zs, 1)},
         gaps=dict(sorted(gaps.items(), key=lambda kv: int(kv[0][3:]))),
         meta={"method": "reference"},
+        input_grads=dict(sorted(input_grads.items(), key=lambda kv: int(kv[0][2:]))),
     )

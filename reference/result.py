@@ -13,8 +13,12 @@ Array = NDArray[np.floating]
 @dataclass
 class Result:
     """``loss``; ``grads`` keyed like ``case.params``; ``deltas["delta<l>"] = dC/dz^l`` for
-    each layer (or graph node) ``l`` from 1; ``activations["a<l>"]`` and ``zs["z<l>"]``;
-    ``gaps["gap<l>"]``: per max-pool window, maximum minus runner-up (0 marks a tie);
+    each layer (or graph node) ``l`` from 1; ``input_grads["da<l>"] = dC/da^l``, the gradient
+    with respect to layer ``l+1``'s input, at every boundary between layers (``l = 1..L-1``;
+    optional: an implementation that returns them is located step by step, a layer's
+    backward apart from the activation derivative below it); ``activations["a<l>"]`` and
+    ``zs["z<l>"]``; ``gaps["gap<l>"]``: per max-pool window, maximum minus runner-up (0 marks a
+    tie);
     ``meta``: how the result was obtained. Keys read by the comparison, which change
     verdicts and tolerances:
 
@@ -39,3 +43,4 @@ class Result:
     zs: dict[str, Array] = field(default_factory=dict)
     gaps: dict[str, Array] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    input_grads: dict[str, Array] = field(default_factory=dict)

@@ -254,7 +254,8 @@ def _detail(value: object) -> dict:
 def _tensor_order(record: dict) -> tuple:
     name = str(record.get("name"))
     digits = "".join(ch for ch in name if ch.isdigit())
-    kind = {"loss": 0, "delta": 1, "grad": 2, "update": 3}.get(str(record.get("quantity")), 4)
+    kind = {"loss": 0, "delta": 1, "input": 2, "grad": 3, "update": 4}.get(
+        str(record.get("quantity")), 5)
     return kind, int(digits) if digits else 0, name
 
 

@@ -174,26 +174,33 @@ def _delta_names(case: Case) -> set[str]:
     return {f"delta{l}" for l in range(1, len(case.layers) + 1)}
 
 
+def _input_names(case: Case) -> set[str]:
+    """``da1..da<L-1>``: the input gradients a layered case's implementation may return."""
+    return set() if case.family == "graph" else {f"da{l}" for l in range(1, len(case.layers))}
+
+
 def validate(case: Case, returned: Any) -> tuple[Result, list[tuple[str, str]]]:
     """The well-formed part of the implementation's return as a ``Result``, and one
     ``(name, message)`` per problem: a missing or malformed tensor by its name, anything else
     (not a dict, unexpected keys) as ``"-"``. Raises ``BadReturn`` only when nothing in the
     return can be compared (it is not a dict)."""
     if isinstance(returned, Result):
-        returned = {**returned.grads, **returned.deltas,
+        returned = {**returned.grads, **returned.deltas, **returned.input_grads,
                     **({} if returned.loss is None else {"loss": returned.loss})}
     if not isinstance(returned, Mapping):
         raise BadReturn(f"{describe_case(case)}: returned {type(returned).__name__}, expected a "
                         f"dict of gradients keyed like case.params ({', '.join(case.params)})")
-    keys, delta_names = set(map(str, returned)), _delta_names(case)
+    keys, delta_names, input_names = set(map(str, returned)), _delta_names(case), \
+        _input_names(case)
     problems = [(k, f"{describe_case(case)}: missing gradient {k} (expected keys "
                     f"{', '.join(case.params)})") for k in case.params if k not in keys]
-    extra = sorted(keys - set(case.params) - delta_names - {"loss"})
+    extra = sorted(keys - set(case.params) - delta_names - input_names - {"loss"})
     if extra:
+        inputs = f", da1..da{len(case.layers) - 1}" if input_names else ""
         problems.append(("-", f"{describe_case(case)}: unexpected key(s) {', '.join(extra)} "
-                              f"(expected {', '.join(case.params)}, optionally loss and "
-                              f"delta1..delta{len(case.layers)})"))
-    grads, deltas, loss = {}, {}, None
+                              f"(expected {', '.join(case.params)}, optionally loss, "
+                              f"delta1..delta{len(case.layers)}{inputs})"))
+    grads, deltas, inputs_given, loss = {}, {}, {}, None
     for k, value in returned.items():
         k = str(k)
         try:
@@ -201,11 +208,13 @@ def validate(case: Case, returned: Any) -> tuple[Result, list[tuple[str, str]]]:
                 grads[k] = check_array(case, k, value, case.params[k].shape)
             elif k in delta_names:
                 deltas[k] = check_array(case, k, value, None)
+            elif k in input_names:
+                inputs_given[k] = check_array(case, k, value, None)
             elif k == "loss":
                 loss = float(np.asarray(check_array(case, k, value, (), scalar=True)))
         except BadReturn as exc:
             problems.append((k, str(exc)))
-    return Result(loss=loss, grads=grads, deltas=deltas,
+    return Result(loss=loss, grads=grads, deltas=deltas, input_grads=inputs_given,
                   meta={"method": "implementation", "problems": problems}), problems
 
 

@@ -46,7 +46,7 @@ from .error_model import (
     unit_roundoff,
 )
 from .local import CONVENTIONS, Kinks, convention_words, kinks, replay, under_convention
-from .records import Record, delta_layer, most_severe, replay_command, versions
+from .records import Record, delta_layer, input_layer, most_severe, replay_command, versions
 
 __all__ = [
     "Array", "compare", "compare_results", "Comparison", "divergence_class",
@@ -85,11 +85,15 @@ def _fd_err(result: Result, name: str) -> Array | float:
 
 
 def layer_of(case: Case, name: str) -> int | None:
-    """Layer index of ``delta<l>`` or of parameter ``W<k>`` / ``b<k>`` (``None`` for the loss
-    and for graph cases)."""
+    """Layer index of ``delta<l>``, of parameter ``W<k>`` / ``b<k>``, or ``l + 1`` for the input
+    gradient ``da<l>`` (the layer whose backward makes it); ``None`` for the loss and for
+    graph cases."""
     l = delta_layer(name)
     if l is not None:
         return l
+    l = input_layer(name)
+    if l is not None:
+        return l + 1 if case.family != "graph" else None
     if case.family == "graph" or name == "loss" or not name[1:].isdigit():
         return None
     return {n: l for l, n in parametrised(case.layers)}.get(int(name[1:]))
@@ -175,12 +179,19 @@ def _pairs(case: Case, expected: Result, actual: Result) -> list[tuple[str, str,
                        or 0):
         out.append(("delta", name, np.asarray(expected.deltas[name], np.float64),
                     np.asarray(actual.deltas[name], np.float64)))
+    for name in sorted(set(expected.input_grads) & set(actual.input_grads),
+                       key=lambda k: int(k[2:])):
+        out.append(("input", name, np.asarray(expected.input_grads[name], np.float64),
+                    np.asarray(actual.input_grads[name], np.float64)))
     return out
 
 
 def tensor_of(result: Result, name: str) -> Any:
-    """``result``'s tensor called ``name`` (``loss``, a parameter, ``delta<l>``), or ``None``."""
-    return result.loss if name == "loss" else result.grads.get(name, result.deltas.get(name))
+    """``result``'s tensor called ``name`` (``loss``, a parameter, ``delta<l>``, ``da<l>``),
+    or ``None``."""
+    if name == "loss":
+        return result.loss
+    return result.grads.get(name, result.deltas.get(name, result.input_grads.get(name)))
 
 
 def _non_finite_note(result: Result, name: str) -> str:
@@ -325,9 +336,9 @@ def _verify_kinks(case: Case, actual: Result, tensors: Mapping[str, tuple[str, _
     verdicts, notes = dict(verdicts), {}
     unreached = []
     for name in [n for n, v in verdicts.items() if v == "kink"]:
-        m = layer_of(case, name) or 0
-        relevant = [st for st in steps if st.tensor == name
-                    or (delta_layer(st.tensor) or 0) > m and st.tensor.startswith("delta")]
+        level = _level(case, name)
+        relevant = [st for st in steps if st.tensor == name or _level(case, st.tensor) >= level
+                    and (delta_layer(st.tensor) or input_layer(st.tensor)) is not None]
         if not any(st.tensor == name for st in steps):
             unreached.append(name)
             continue
@@ -343,6 +354,14 @@ def _verify_kinks(case: Case, actual: Result, tensors: Mapping[str, tuple[str, _
                                         stopped)
         notes.update(more)
     return verdicts, notes
+
+
+def _level(case: Case, name: str) -> float:
+    """Where a tensor sits on the backward chain: ``delta<l>`` at ``l``, ``da<l>`` at
+    ``l + 1/2`` (between ``delta<l>`` and ``delta<l+1>``), a parameter of layer ``m`` at ``m``
+    (it needs ``delta<m>``). A step of the chain at a level >= a tensor's level is upstream."""
+    l = input_layer(name)
+    return l + 0.5 if l is not None else float(layer_of(case, name) or 0)
 
 
 def _by_convention(case: Case, actual: Result, tensors: Mapping[str, tuple[str, _Tensor, str]],
@@ -364,7 +383,7 @@ def _by_convention(case: Case, actual: Result, tensors: Mapping[str, tuple[str, 
 
 
 def _within(ref: Result, name: str, t: _Tensor) -> bool:
-    expected = ref.grads.get(name, ref.deltas.get(name))
+    expected = tensor_of(ref, name)
     if expected is None or np.shape(expected) != t.a.shape:
         return False
     err = np.abs(t.a - np.asarray(expected, np.float64))
@@ -403,7 +422,7 @@ def _verdicts(case: Case, compared: Mapping[str, tuple[str, _Tensor, str]],
         kink = _rows_for(layer, rows, N)
         if not kink.any():
             continue
-        if quantity == "delta":
+        if quantity in ("delta", "input"):
             if not t.beyond.reshape(N, -1)[~kink].any():
                 out[name] = "kink"
         else:
@@ -420,8 +439,8 @@ def first_divergent_layer(case: Case, verdicts: Mapping[str, str]) -> int | None
     deltas = [l for l in bad if l is not None]
     if deltas:
         return max(deltas)
-    layers = [layer_of(case, k) for k, v in verdicts.items()
-              if delta_layer(k) is None and k != "loss" and v in ("diverge", "nan")]
+    layers = [layer_of(case, k) for k, v in verdicts.items() if delta_layer(k) is None
+              and input_layer(k) is None and k != "loss" and v in ("diverge", "nan")]
     found = [l for l in layers if l is not None]
     return max(found) if found else None
 

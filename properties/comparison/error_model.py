@@ -287,6 +287,7 @@ def _network_bounds(case: Case) -> Bounds:
         if back is None:
             break
         eda, mda = back
+        b.E[f"da{l - 1}"], b.M[f"da{l - 1}"] = eda, mda
         spec = case.layers[l - 2]
         sp, spp, r1, _ = _act_terms(getattr(spec, "activation", "identity"), zs[l - 2])
         spec_l = case.layers[l - 1]
@@ -297,7 +298,7 @@ def _network_bounds(case: Case) -> Bounds:
         Ed = eda * sp + da * (r1 + spp * Ez[l - 2]) + np.abs(ref.deltas[f"delta{l - 1}"])
         Md = mda * sp
         b.E[f"delta{l - 1}"], b.M[f"delta{l - 1}"] = Ed, Md
-    b.values = {**ref.grads, **ref.deltas}
+    b.values = {**ref.grads, **ref.deltas, **ref.input_grads}
     b.gain = float(np.prod([max(1.0, float(np.sum(np.abs(v)))) for k, v in c64.params.items()
                             if k.startswith("W")]))
     b.stages = L + 1

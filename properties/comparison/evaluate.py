@@ -136,7 +136,7 @@ def cross_values(records: list[Record], results: Mapping[tuple[str, str, str, st
     return records
 
 
-TENSOR_QUANTITIES = ("loss", "grad", "delta")
+TENSOR_QUANTITIES = ("loss", "grad", "delta", "input")
 
 
 def triangulate(summaries: dict[tuple[str, str], str]) -> str | None:

@@ -149,8 +149,13 @@ def replay(case: Case, b: Bounds, actual: Result, tol: Mapping[str, Array],
             return steps, f"the implementation returned no {below}"
         carried = _carried_fd_error(case64, l, fd_err.get(f"delta{l}"), acts, zs, numbers)
         rounding = scale * _terms(case64, l, delta, acts, zs, numbers)
-        steps.append(_bp2_step(case, l, spec, delta, g.da_prev, zs[l - 2], acts[l - 1],
-                               deltas[below], tol[below] + carried, rounding, near))
+        mine = actual.input_grads.get(f"da{l - 1}")
+        da = None
+        if mine is not None and f"da{l - 1}" in tol and np.shape(mine) == zs[l - 2].shape:
+            mine = np.asarray(mine, np.float64)
+            da = (mine, tol[f"da{l - 1}"], scale * np.abs(mine))
+        steps += _bp2_steps(case, l, spec, delta, g.da_prev, zs[l - 2], acts[l - 1],
+                            deltas[below], tol[below] + carried, rounding, near, da)
     return steps, ""
 
 
@@ -225,42 +230,66 @@ def _kink_words(name: str, ratio: Array, at_kink: Mask | None, rule: str) -> str
             f"implementation's own upstream gradient (error / tolerance {float(ratio[i]):.3g})")
 
 
-def _bp2_step(case: Case, l: int, spec: object, delta: Array, da_prev: Array | None,
-              z_prev: Array, a_prev: Array, actual: Array, tol: Array, rounding: Array,
-              near: Kinks) -> Step:
+def _bp2_steps(case: Case, l: int, spec: object, delta: Array, da_prev: Array | None,
+               z_prev: Array, a_prev: Array, actual: Array, tol: Array, rounding: Array,
+               near: Kinks, da: tuple[Array, Array, Array] | None = None) -> list[Step]:
     """``d^(l-1)`` against ``rule_l(d^l) ⊙ sigma'(z^(l-1))``, kinks as intervals. At a kink
     the comparison's tolerance (made for the reference's own one-sided choice) is widened by
-    the rounding of ``dC/da^(l-1)`` (``rounding``) times the largest one-sided factor."""
+    the rounding of ``dC/da^(l-1)`` (``rounding``) times the largest one-sided factor.
+    ``da``: the implementation's own ``da<l-1>``, its tolerance and its rounding in
+    ``delta<l-1>``'s product; then two steps, layer
+    ``l``'s backward (``da<l-1>`` against ``rule_l(d^l)``) and the activation derivative of
+    layer ``l-1`` (``d^(l-1)`` against ``da<l-1> ⊙ sigma'``)."""
     assert da_prev is not None
-    lo, hi, tie_broken = da_prev, da_prev, ""
-    if isinstance(spec, Pool) and spec.kind == "max" and l in near.windows:
+    lo, hi = da_prev, da_prev
+    pooled = isinstance(spec, Pool) and spec.kind == "max" and l in near.windows
+    if pooled:
+        assert isinstance(spec, Pool)
         lo, hi = _tied_window_interval(spec, delta, a_prev, near.windows[l], near.reach[l])
-    below = case.layers[l - 2]
-    act = getattr(below, "activation", "identity")
-    at_kink = lo != hi
-    s_lo, s_hi = _slope_interval(act, z_prev, near.relu.get(l - 1))
-    at_kink |= s_lo != s_hi
-    lo, hi = _times((lo, hi), (s_lo, s_hi))
+    act = getattr(case.layers[l - 2], "activation", "identity")
+    slopes = _slope_interval(act, z_prev, near.relu.get(l - 1))
+    backward = f"the backward of {what_layer(case, l)}"
+    derivative = f"the activation derivative of {what_layer(case, l - 1)}"
+    if da is None:
+        what = backward + (f" or {derivative}" if act != "identity" else "")
+        return [_interval_step(case, l, spec, what, f"delta{l - 1}", delta, actual, (lo, hi),
+                               slopes, tol, rounding, near, pooled, act)]
+    mine, tol_da, product = da
+    ones = (np.ones_like(mine), np.ones_like(mine))
+    return [_interval_step(case, l, spec, backward, f"da{l - 1}", delta, mine, (lo, hi), ones,
+                           tol_da, rounding, near, pooled, "identity"),
+            _interval_step(case, l - 1, None, derivative, f"delta{l - 1}", delta, actual,
+                           (mine, mine), slopes, tol, product, near, False, act)]
+
+
+def _interval_step(case: Case, l: int, spec: object, what: str, name: str, delta: Array,
+                   actual: Array, routed: tuple[Array, Array], slopes: tuple[Array, Array],
+                   tol: Array, rounding: Array, near: Kinks, pooled: bool, act: str) -> Step:
+    """``actual`` within ``routed ⊙ slopes`` (interval products) up to the tolerance, widened
+    at kink elements; for a max pool with tied windows (``pooled``) the shares' sums too."""
+    s_lo, s_hi = slopes
+    at_kink = (routed[0] != routed[1]) | (s_lo != s_hi)
+    lo, hi = _times(routed, slopes)
     tol = tol + np.where(at_kink, rounding * np.maximum(np.abs(s_lo), np.abs(s_hi)), 0.0)
-    name = f"delta{l - 1}"
     ratio = _outside(actual, lo, hi, tol)
-    if isinstance(spec, Pool) and spec.kind == "max" and l in near.windows:
-        tie_broken = _window_sums(spec, delta, actual, z_prev, act, near, l, tol)
+    tie_broken = ""
+    if pooled:
+        assert isinstance(spec, Pool)
+        tie_broken = _window_sums(spec, delta, actual, slopes, near.windows[l], l, tol)
     worst = float(ratio.max(initial=0.0))
-    what = f"the backward of {what_layer(case, l)}"
-    if act != "identity":
-        what += f" or the activation derivative of {what_layer(case, l - 1)}"
     broken = tie_broken
     if worst > 1:
         i = _index(ratio)
-        relu = near.relu.get(l - 1)
-        at_relu = relu is not None and bool(np.broadcast_to(relu, ratio.shape)[i])
-        at_tie = bool(lo[i] != hi[i]) and not at_relu
-        broken = (_kink_words(name, ratio, relu, f"{act}'s one-sided derivatives") if at_relu
-                  else f"at a tied max-pool window of {what_layer(case, l)}: {name}{list(i)} "
-                  f"is not a share between 0 and the window's upstream value (error / "
-                  f"tolerance {float(ratio[i]):.3g})" if at_tie else
-                  _untied_words(name, ratio, i, lo, near.windows.get(l) is not None))
+        slope_kink = bool(s_lo[i] != s_hi[i])
+        if slope_kink:
+            relu = np.broadcast_to(s_lo != s_hi, ratio.shape)
+            broken = _kink_words(name, ratio, relu, f"{act}'s one-sided derivatives")
+        elif routed[0][i] != routed[1][i]:
+            broken = (f"at a tied max-pool window of {what_layer(case, l)}: {name}{list(i)} is "
+                      f"not a share between 0 and the window's upstream value (error / "
+                      f"tolerance {float(ratio[i]):.3g})")
+        else:
+            broken = _untied_words(name, ratio, i, lo, pooled)
     return Step(l, what, name, max(worst, 2.0 if tie_broken else 0.0), broken)
 
 
@@ -291,21 +320,22 @@ def _tied_window_interval(spec: Pool, delta: Array, a_prev: Array, tied: Mask, r
             scatter_offsets(high, a_prev.shape, spec.stride))
 
 
-def _window_sums(spec: Pool, delta: Array, actual: Array, z_prev: Array, act: str,
-                 near: Kinks, l: int, tol: Array) -> str:
+def _window_sums(spec: Pool, delta: Array, actual: Array, slopes: tuple[Array, Array],
+                 tied: Mask, l: int, tol: Array) -> str:
     """A tied window's shares must sum to its upstream value (times the activation
     derivative's range over its cells): checked where windows do not overlap."""
     if spec.stride < spec.size:
         return ""
-    s_lo, s_hi = _slope_interval(act, z_prev, near.relu.get(l - 1))
-    parts = offset_slices(actual, spec.size, spec.stride)
-    lo_s = np.minimum.reduce([p for _, _, p in offset_slices(s_lo, spec.size, spec.stride)])
-    hi_s = np.maximum.reduce([p for _, _, p in offset_slices(s_hi, spec.size, spec.stride)])
-    total = np.add.reduce([p for _, _, p in parts])
-    tol_sum = np.add.reduce([p for _, _, p in offset_slices(
-        np.broadcast_to(tol, actual.shape), spec.size, spec.stride)])
+
+    def windows(x: Array) -> list[Array]:
+        return [p for _, _, p in offset_slices(x, spec.size, spec.stride)]
+
+    lo_s = np.minimum.reduce(windows(slopes[0]))
+    hi_s = np.maximum.reduce(windows(slopes[1]))
+    total = np.add.reduce(windows(actual))
+    tol_sum = np.add.reduce(windows(np.broadcast_to(tol, actual.shape)))
     lo, hi = _times((delta, delta), (lo_s, hi_s))
-    ratio = np.where(near.windows[l], _outside(total, lo, hi, tol_sum), 0.0)
+    ratio = np.where(tied, _outside(total, lo, hi, tol_sum), 0.0)
     if float(ratio.max(initial=0.0)) <= 1:
         return ""
     i = _index(ratio)
@@ -376,6 +406,7 @@ def under_convention(case: Case, near: Kinks, slope: str, tie: str) -> Result:
         delta = grad_a * _chosen_slope(act, zs[-1], near.relu[L], slope)
     grads: dict[str, Array] = {}
     deltas = {f"delta{L}": delta}
+    inputs: dict[str, Array] = {}
     for l in range(L, 0, -1):
         spec = case.layers[l - 1]
         g = layer_rule(spec).backward(spec, delta, acts[l - 1], zs[l - 1],
@@ -387,10 +418,12 @@ def under_convention(case: Case, near: Kinks, slope: str, tie: str) -> Result:
         da = g.da_prev
         if isinstance(spec, Pool) and spec.kind == "max" and l in near.windows:
             da = _routed(spec, delta, acts[l - 1], near.windows[l], near.reach[l], tie)
+        inputs[f"da{l - 1}"] = np.asarray(da)
         below = getattr(case.layers[l - 2], "activation", "identity")
         delta = np.asarray(da) * _chosen_slope(below, zs[l - 2], near.relu.get(l - 1), slope)
         deltas[f"delta{l - 1}"] = delta
-    return Result(loss=None, grads=grads, deltas=deltas, meta={"method": "reference"})
+    return Result(loss=None, grads=grads, deltas=deltas, meta={"method": "reference"},
+                  input_grads=inputs)
 
 
 def _chosen_slope(name: str, z: Array, at_kink: Mask | None, choice: str) -> Array:

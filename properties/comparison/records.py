@@ -29,8 +29,9 @@ import numpy as np
 
 __all__ = [
     "bad_return_record", "case_verdict", "delta_layer", "dumps", "error_record", "FAILING",
-    "index_key", "loads", "message", "most_severe", "number", "PACKAGES", "QUANTITIES", "rank",
-    "read_records", "Record", "RecordWriter", "replay_command", "SEVERITY", "skip_record",
+    "index_key", "input_layer", "loads", "message", "most_severe", "number", "PACKAGES",
+    "QUANTITIES", "rank", "read_records", "Record", "RecordWriter", "replay_command", "SEVERITY",
+    "skip_record",
     "to_jsonable", "unsupported_record", "VERDICTS", "versions"
 ]
 
@@ -39,7 +40,7 @@ VERDICTS = ("agree", "diverge", "kink", "nan", "oracle_error", "unsupported")
 SEVERITY = ("diverge", "nan", "oracle_error", "kink", "unsupported", "agree")
 # Verdicts that make a report not ok and a command exit 1.
 FAILING = ("diverge", "nan", "oracle_error")
-QUANTITIES = ("loss", "grad", "delta", "update", "run", "skip")
+QUANTITIES = ("loss", "grad", "delta", "input", "update", "run", "skip")
 PACKAGES = ("backprop-oracle", "numpy", "torch", "jax", "jaxlib", "hypothesis")
 
 
@@ -183,6 +184,11 @@ def replay_command(case_id: str, directory: str | Path = "DIR") -> str:
 def delta_layer(name: str) -> int | None:
     """``l`` of a tensor named ``delta<l>``, else ``None``."""
     return int(name[5:]) if name.startswith("delta") and name[5:].isdigit() else None
+
+
+def input_layer(name: str) -> int | None:
+    """``l`` of an input gradient named ``da<l>`` (``dC/da^l``), else ``None``."""
+    return int(name[2:]) if name.startswith("da") and name[2:].isdigit() else None
 
 
 # ---------------------------------------------------------------- records that are events

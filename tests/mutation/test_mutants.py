@@ -81,25 +81,49 @@ POOL_MUTANTS = ["maxpool_gradient_to_last_cell", "maxpool_gradient_to_the_cell_a
                 "avgpool_gradient_not_divided", "l2pool_gradient_over_z_squared"]
 
 
+@pytest.mark.parametrize("inputs", [True, False], ids=["with-da", "deltas-only"])
 @pytest.mark.parametrize("name", POOL_MUTANTS)
-def test_a_pooling_bug_is_named_at_the_pool_layer(name: str) -> None:
+def test_a_pooling_bug_is_named_at_the_pool_layer(name: str, inputs: bool) -> None:
     """``first_divergent_layer`` names the conv below a pool (its delta is the first wrong
-    one), but replaying each step from the implementation's own deltas names the pool's own
-    backward: the record's ``enters`` says "the backward of layer P (maxpool ...)"."""
+    one), but replaying each step from the implementation's own gradients names the pool's
+    own backward: exactly, when it returns its input gradients ``da<l>``; with deltas only,
+    together with the activation derivative below (one step)."""
     from backprop_oracle.properties.comparison.compare import compare
 
     m = BY_NAME[name]
     kind = name.split("pool")[0]
     named = 0
     for case in _cases(m):
-        records = compare(case, bo.backprop(case), m.result(case), oracle=name,
-                          mode="reverse", device="cpu", dtype=case.dtype)
+        result = m.result(case)
+        if not inputs:
+            result.input_grads = {}
+        records = compare(case, bo.backprop(case), result, oracle=name, mode="reverse",
+                          device="cpu", dtype=case.dtype)
         failing = [r for r in records if r.verdict in FAILING]
         if not failing:
             continue
         pool = m.layer(case) + 1
-        assert all(r.detail["enters"].startswith(f"enters in the backward of layer {pool} "
-                                                 f"({kind}pool") for r in failing), (
-            case.describe(), failing[0].detail.get("enters"))
+        sentence = f"enters in the backward of layer {pool} ({kind}pool"
+        for r in failing:
+            assert r.detail["enters"].startswith(sentence), (case.describe(), r.detail)
+            exact = " or the activation derivative" not in r.detail["enters"]
+            assert exact or not inputs, r.detail["enters"]
         named += 1
     assert named >= 2
+
+
+@pytest.mark.parametrize("name", ["sigma_prime_of_a", "bp2_without_sigma_prime"])
+def test_an_activation_derivative_bug_is_named_apart_from_the_layer_above(name: str) -> None:
+    """With the input gradients returned, a wrong sigma' is "the activation derivative of
+    layer l", not the backward of layer l+1."""
+    from backprop_oracle.properties.comparison.compare import compare
+
+    m = BY_NAME[name]
+    for case in _cases(m)[:3]:
+        records = compare(case, bo.backprop(case), m.result(case), oracle=name,
+                          mode="reverse", device="cpu", dtype=case.dtype)
+        failing = [r for r in records if r.verdict in FAILING]
+        assert failing
+        layer = m.layer(case)
+        assert failing[0].detail["enters"].startswith(
+            f"enters in the activation derivative of layer {layer} "), failing[0].detail

@@ -141,10 +141,13 @@ def test_planted_torch_max_pool_bug_is_named() -> None:
     c, results = _three(torch_overrides={"max_pool": torch_argmin_max_pool})
     assert results["torch"].meta["overrides"] == ["max_pool"]
     assert odd_one_out(c, results) == "torch"
-    # located: only the pool's input (delta1) and the layer-1 parameters diverge
+    # located: only the pool's input (delta1, da1) and the layer-1 parameters diverge, and the
+    # replay of torch's own steps names the pool's backward (torch returns da1)
     versus = _versus(c, results["reference"], results["torch"])
-    assert [k for k, v in versus.verdicts.items() if v == "diverge"] == ["W1", "b1", "delta1"]
+    assert [k for k, v in versus.verdicts.items() if v == "diverge"] == ["W1", "b1", "delta1",
+                                                                          "da1"]
     assert versus.first == 1
+    assert versus.enters.startswith("enters in the backward of layer 2 (maxpool")
 
 
 def test_planted_jax_max_pool_bug_is_named() -> None:
