@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from backprop_oracle.properties.campaign import engine as campaign
+from backprop_oracle.properties.campaign.output import finish
 from backprop_oracle.properties.comparison.records import read_records
 
 
@@ -45,6 +46,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=101)
     p.add_argument("--oracles", default="fd,torch,jax")
     p.add_argument("--families", default="mlp,cnn,softmax,graph")
+    p.add_argument("--modes", default="reverse,forward")
     p.add_argument("--max-width", type=int, default=16)
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-layers", type=int, default=4)
@@ -52,6 +54,7 @@ def main() -> None:
     args = p.parse_args()
     config = campaign.RunConfig(
         families=tuple(args.families.split(",")), oracles=tuple(args.oracles.split(",")),
+        modes=tuple(args.modes.split(",")),
         cases=args.cases, seed=args.seed,
         constraints={"max_width": args.max_width, "max_batch": args.max_batch,
                      "max_layers": args.max_layers})
@@ -62,7 +65,7 @@ def main() -> None:
     except KeyboardInterrupt:
         interrupted = True
     wall = time.perf_counter() - start
-    campaign.finish(args.out, interrupted=interrupted)
+    finish(args.out, interrupted=interrupted)
     found = {"wall_seconds": round(wall, 1), "interrupted": interrupted,
              "config": config.to_json(), **margins(args.out)}
     (args.out / "margins.json").write_text(json.dumps(found, indent=1))
