@@ -2,7 +2,9 @@
 ``jax.test_util.check_grads`` on the planted bugs of ``tests/mutation/mutants.py``.
 
 Per mutant: over seeds 0..S-1, the number of cases (in draw order) until ``bo.check`` first
-reports it (median), whether the named layer was the one where the bug enters, and the time;
+reports it (median), whether the named layer was the one where the bug enters, whether the
+replay of the mutant's full return (deltas and input gradients ``da<l>`` too) names the bug's
+own step (``detail.enters``: a pooling bug at the pool's backward), and the time;
 then the same mutant wrapped for gradcheck (an ``autograd.Function`` whose forward is the
 reference loss and whose backward returns the mutant's gradients) and for check_grads (a
 ``jax.custom_vjp`` with the same forward and backward through ``pure_callback``), on the
@@ -28,16 +30,41 @@ from tests.mutation.mutants import MUTANTS, Mutant, correct
 FAILING = ("diverge", "nan", "oracle_error")
 
 
-def cases_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, bool | None, float]:
+# Mutants whose bug is in layer l's own backward (its input gradient), which
+# first_divergent_layer names as l - 1 (the first wrong delta is below it).
+IN_A_LAYERS_BACKWARD = ("pool", "conv_input_gradient", "dropout_mask", "bp2_transposed")
+
+
+def cases_to_detect(m: Mutant, seed: int, limit: int
+                    ) -> tuple[int | None, bool | None, bool | None, float]:
+    """Cases until ``bo.check`` reports the mutant (gradients only, as an implementation
+    returns them), whether ``first_divergent_layer`` is the bug's layer, and whether the
+    replay of the full return (gradients, deltas, input gradients) names the bug's own step
+    in ``detail.enters``."""
     start = time.perf_counter()
     for i, case in enumerate(m.cases(limit, seed), 1):
         report = bo.check(m.impl, [case], name=m.name, tiebreakers=())
         bad = report.failures()
         if bad:
-            right = None if m.family == "graph" else all(
-                r.first_divergent_layer == m.layer(case) for r in bad)
-            return i, right, time.perf_counter() - start
-    return None, None, time.perf_counter() - start
+            graph = m.family == "graph"
+            right = None if graph else all(r.first_divergent_layer == m.layer(case) for r in bad)
+            step = None if graph or not hasattr(m.impl, "result") else _step_named(m, case)
+            return i, right, step, time.perf_counter() - start
+    return None, None, None, time.perf_counter() - start
+
+
+def _step_named(m: Mutant, case: bo.Case) -> bool:
+    """The full return's first failing record says the bug enters at its own step: the
+    backward of layer l for a bug in layer l's input gradient, else a step of its layer."""
+    full = m.result(case)
+    returned = {**full.grads, **full.deltas, **full.input_grads}
+    bad = bo.check(lambda c: returned, [case], name=m.name, tiebreakers=()).failures()
+    enters = str(bad[0].detail.get("enters", "")) if bad else ""
+    layer = m.layer(case)
+    exact = " or " not in enters  # not "the backward of l or the activation derivative of l-1"
+    if any(k in m.name for k in IN_A_LAYERS_BACKWARD):
+        return exact and enters.startswith(f"enters in the backward of layer {layer + 1} (")
+    return exact and f"layer {layer} (" in enters
 
 
 def steps_to_detect(m: Mutant, seed: int, limit: int) -> tuple[int | None, int | None, float]:
@@ -154,9 +181,9 @@ def main() -> None:
     p.add_argument("--k", type=int, default=3, help="cases given to gradcheck / check_grads")
     args = p.parse_args()
     print("| mutant | family | bo.check detected | median cases to detect | right layer "
-          "| bo.check time (s) | gradcheck detected | gradcheck time (s) "
-          "| check_grads detected | check_grads time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| own step named (full return) | bo.check time (s) | gradcheck detected "
+          "| gradcheck time (s) | check_grads detected | check_grads time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for m in MUTANTS:
         if m.training:
             runs = [steps_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
@@ -164,18 +191,21 @@ def main() -> None:
             steps = sorted({s for _, s, _ in runs if s is not None})
             print(f"| {m.name} | {m.family} (training, {bo.Training().steps} steps) "
                   f"| {detected} | {median} | first at step "
-                  f"{', '.join(map(str, steps)) or '-'} | {seconds:.3f} "
+                  f"{', '.join(map(str, steps)) or '-'} | - | {seconds:.3f} "
                   "| n/a — optimiser | - | n/a — optimiser | - |", flush=True)
             continue
         runs = [cases_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
         detected, median, seconds = over_seeds(runs)
-        rights = [r for _, r, _ in runs if r is not None]
+        rights = [r for _, r, _, _ in runs if r is not None]
         right = "n/a (graph)" if m.family == "graph" else (
             f"{sum(rights)}/{len(rights)}" if rights else "-")
+        named = [s for _, _, s, _ in runs if s is not None]
+        step = f"{sum(named)}/{len(named)}" if named else "n/a"
         k_cases = [c.astype("float64") for c in m.cases(args.k, 0)]
         g, g_t = gradcheck_detects(m, k_cases)
         j, j_t = check_grads_detects(m, k_cases)
-        print(f"| {m.name} | {m.family} | {detected} | {median} | {right} | {seconds:.3f} "
+        print(f"| {m.name} | {m.family} | {detected} | {median} | {right} | {step} "
+              f"| {seconds:.3f} "
               f"| {'yes' if g else 'NO'} | {g_t:.2f} | {'yes' if j else 'NO'} | {j_t:.2f} |",
               flush=True)
     for family in ("mlp", "cnn", "softmax", "graph"):  # control: the wrappers must stay quiet
@@ -187,7 +217,8 @@ def main() -> None:
         k_cases = [c.astype("float64") for c in cases[:args.k]]
         g, g_t = gradcheck_detects(control, k_cases)
         j, j_t = check_grads_detects(control, k_cases)
-        print(f"| {control.name} | {family} | {alarms} false alarms | - | - | {seconds:.3f} "
+        print(f"| {control.name} | {family} | {alarms} false alarms | - | - | - "
+              f"| {seconds:.3f} "
               f"| {'ALARM' if g else 'quiet'} | {g_t:.2f} | {'ALARM' if j else 'quiet'} "
               f"| {j_t:.2f} |", flush=True)
 
