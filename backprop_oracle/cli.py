@@ -102,6 +102,23 @@ def _draw_options(parser: argparse.ArgumentParser) -> None:
                              "max_layers=3 dtypes=float64 (repeatable)")
 
 
+def _compile_cache_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--compile-cache", metavar="DIR", default=None,
+                       help="JAX's persistent compilation cache (default: $BO_COMPILE_CACHE, "
+                            "else ~/.cache/backprop-oracle/jax): programs compiled once, ever")
+    group.add_argument("--no-compile-cache", action="store_true",
+                       help="compile JAX programs afresh in every process")
+
+
+def _apply_compile_cache(args: argparse.Namespace) -> None:
+    """The choice goes into ``$BO_COMPILE_CACHE``, which worker processes inherit."""
+    if getattr(args, "no_compile_cache", False):
+        os.environ["BO_COMPILE_CACHE"] = "off"
+    elif getattr(args, "compile_cache", None):
+        os.environ["BO_COMPILE_CACHE"] = str(Path(args.compile_cache).resolve())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="backprop-oracle",
@@ -134,7 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--case-timeout", type=float, default=CASE_TIMEOUT, metavar="SECONDS",
                      help="each oracle's work on a case runs in a worker process stopped after "
                           f"SECONDS (default {CASE_TIMEOUT:g}; 0: no limit, in this process)")
+    _compile_cache_options(run)
     replay = sub.add_parser("replay", help="re-run one recorded case and print its comparison")
+    _compile_cache_options(replay)
     replay.add_argument("case_id")
     replay.add_argument("--from", dest="source", type=Path, required=True,
                         help="the output directory of the run that recorded it")
@@ -149,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the implementation runs in a worker process stopped after SECONDS "
                             f"per case (default {CASE_TIMEOUT:g}; 0: no limit, in this "
                             "process)")
+    _compile_cache_options(check)
     check.add_argument("--no-tiebreak", action="store_true",
                        help="do not run PyTorch/JAX on disagreeing cases")
     check.add_argument("--replay", metavar="CASE_ID", default=None,
@@ -567,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(argv)
         except SystemExit as exc:  # --help (0), or a usage error already printed on one line
             return int(exc.code or 0)
+        _apply_compile_cache(args)
         try:
             return COMMANDS[args.command](args, stop)
         except UsageError as exc:

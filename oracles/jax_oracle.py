@@ -25,7 +25,11 @@ GPU determinism (``--xla_gpu_deterministic_ops``) is an ``XLA_FLAGS`` setting fi
 backend starts: it is recorded, not changed.
 
 Compilation: one ``jax.jit`` function per architecture (family, layer specs, cost, shapes,
-dtype, mode, precision, device, overrides), kept in ``CACHE`` with hit/miss counts.
+dtype, mode, precision, device, overrides), kept in ``CACHE`` with hit/miss counts; and
+JAX's persistent compilation cache on disk, so that a program is compiled once ever, not once
+per process (``compile_cache_dir``: ``$BO_COMPILE_CACHE``, ``off`` to disable, by default
+``$XDG_CACHE_HOME/backprop-oracle/jax``; every program is kept, however fast it compiled).
+``compile_cache_stats`` counts its hits and misses in this process.
 
 Importing this module never imports jax; ``available()`` says when jax is missing.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,12 +56,58 @@ OPS_USED = {
 }
 
 
+CACHE_ENV = "BO_COMPILE_CACHE"  # a directory, or "off"
+_DISK = {"hits": 0, "misses": 0}
+_CONFIGURED: list[bool] = []
+
+
+def compile_cache_dir() -> str | None:
+    """Where JAX's persistent compilation cache lives: ``$BO_COMPILE_CACHE`` (``off``: none),
+    else ``$XDG_CACHE_HOME/backprop-oracle/jax`` (``~/.cache/backprop-oracle/jax``)."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in ("off", "none", "0", "false"):
+        return None
+    if value:
+        return value
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "backprop-oracle", "jax")
+
+
+def compile_cache_stats() -> dict[str, Any]:
+    """The persistent cache's directory and its hits and misses in this process so far."""
+    return {"dir": compile_cache_dir() if _CONFIGURED else None, **_DISK}
+
+
+def _count(event: str, *args: object, **kwargs: object) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _DISK["hits"] += 1
+    elif event == "/jax/compilation_cache/cache_misses":
+        _DISK["misses"] += 1
+
+
+def _configure(jax) -> None:
+    """Once per process, before the first compilation: the persistent cache (unless off),
+    keeping every program (no minimum compile time or size), and the hit/miss counter."""
+    if _CONFIGURED:
+        return
+    path = compile_cache_dir()
+    if path is not None:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.monitoring.register_event_listener(_count)
+    _CONFIGURED.append(path is not None)
+
+
 def import_jax():
-    """``jax`` with the submodules used here (raises ``ImportError`` when not installed)."""
+    """``jax`` with the submodules used here, its compilation cache configured (raises
+    ``ImportError`` when not installed)."""
     import jax
     import jax.flatten_util
+    import jax.monitoring
     import jax.numpy
 
+    _configure(jax)
     return jax
 
 

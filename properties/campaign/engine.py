@@ -145,7 +145,8 @@ def run(config: RunConfig, out_dir: Path, progress: Callable[[int, int], None] |
         oracles = make_oracles(config)
         if frameworks:
             say(f"importing {' and '.join(FRAMEWORK_NAMES[f] for f in frameworks)}")
-        output.describe(config.to_json(), environment(config, oracles))
+        env = environment(config, oracles)
+        output.describe(config.to_json(), env)
         if frameworks and not stop.requested:
             from .conventions import measure
 
@@ -162,20 +163,38 @@ def run(config: RunConfig, out_dir: Path, progress: Callable[[int, int], None] |
         total = count(config)
         say(f"running {total} cases ({len(config.families)} families x {config.cases} x "
             f"{len(config.dtypes)} dtypes)")
-        for drawn, dtype in units(config):
-            if stop.requested:
-                return done
-            case = drawn.astype(dtype)
-            output.save_case(case)
-            try:
-                records = run_case(case, runnable, output.directory, worker, stop)
-            except Interrupted:
-                return done
-            output.write(records)
-            done += 1
-            if progress:
-                progress(done, total)
+        try:
+            for drawn, dtype in units(config):
+                if stop.requested:
+                    return done
+                case = drawn.astype(dtype)
+                output.save_case(case)
+                try:
+                    records = run_case(case, runnable, output.directory, worker, stop)
+                except Interrupted:
+                    return done
+                output.write(records)
+                done += 1
+                if progress:
+                    progress(done, total)
+        finally:
+            if "jax" in config.oracles:
+                env["jax compile cache"] = json.dumps(compile_cache_stats(worker))
+                output.describe(environment=env)
     return done
+
+
+def compile_cache_stats(worker: Worker | None) -> dict[str, Any]:
+    """JAX's persistent compilation cache: its directory, and the hits and misses of this
+    process and of the worker process (when there is one, and JAX ran in it)."""
+    from ...oracles.jax_oracle import compile_cache_stats as here
+
+    stats = here()
+    there = worker.compile_cache_stats() if worker is not None else None
+    if there:
+        stats = {"dir": stats["dir"] or there["dir"],
+                 **{k: int(stats[k]) + int(there[k]) for k in ("hits", "misses")}}
+    return stats
 
 
 def run_case(case: Case, runnable: Sequence[tuple[Oracle, str]], out_dir: Path,

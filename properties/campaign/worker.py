@@ -65,6 +65,13 @@ def _evaluate(payload: bytes) -> list[Record]:
                     judges=judges, replay=replay, keep=_LAST["results"])
 
 
+def _compile_cache_stats() -> dict[str, Any] | None:
+    import sys
+
+    module = sys.modules.get("backprop_oracle.oracles.jax_oracle")
+    return None if module is None else module.compile_cache_stats()
+
+
 def _cross_values(case_id: str, records: list[Record]) -> list[Record]:
     results = _LAST.get("results", {}) if _LAST.get("case_id") == case_id else {}
     return cross_values(records, results)
@@ -117,6 +124,13 @@ class Worker:
             return list(future.result())
         except Exception:  # the values are an addition; the records stand without them
             return records
+
+    def compile_cache_stats(self) -> dict[str, Any] | None:
+        """The worker's JAX compilation-cache counts (``None``: JAX never ran there)."""
+        try:
+            return self.pool.schedule(_compile_cache_stats, timeout=self.timeout).result()
+        except Exception:  # the counts are an addition to the report
+            return None
 
     @staticmethod
     def _failed(case: Case, oracle: Oracle, device: str, replay: str | None,

@@ -106,3 +106,30 @@ def test_drawing_cases_and_the_cli_need_no_hypothesis() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def _jax_run(out, *cache: str) -> dict:
+    """A small JAX-only run as a new process (the persistent cache outlives processes);
+    its environment.json's compile-cache entry."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    command = [sys.executable, "-m", "backprop_oracle.cli", "run", "--oracles", "jax",
+               "--families", "mlp", "--cases", "1", "--dtypes", "float32", *cache,
+               "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(json.loads((out / "environment.json").read_text())["jax compile cache"])
+
+
+def test_jax_programs_are_compiled_once_ever(tmp_path) -> None:
+    """The second process finds every program in the persistent cache (``--compile-cache``);
+    ``--no-compile-cache`` neither reads nor writes one."""
+    cache = tmp_path / "cache"
+    first = _jax_run(tmp_path / "a", "--compile-cache", str(cache))
+    second = _jax_run(tmp_path / "b", "--compile-cache", str(cache))
+    assert first["dir"] == str(cache) and first["misses"] > 0
+    assert second["hits"] >= first["misses"] and second["misses"] == 0
+    off = _jax_run(tmp_path / "c", "--no-compile-cache")
+    assert off == {"dir": None, "hits": 0, "misses": 0}
