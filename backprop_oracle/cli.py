@@ -152,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="each oracle's work on a case runs in a worker process stopped after "
                           f"SECONDS (default {CASE_TIMEOUT:g}; 0: no limit, in this process)")
     _compile_cache_options(run)
+    run.add_argument("--threads", type=_non_negative_int, default=1, metavar="N",
+                     help="threads per process for BLAS, PyTorch and XLA (default 1: the "
+                          "fastest measured, benchmarks/bench_threads.py; 0: the libraries' "
+                          "own defaults)")
     replay = sub.add_parser("replay", help="re-run one recorded case and print its comparison")
     _compile_cache_options(replay)
     replay.add_argument("case_id")
@@ -204,7 +208,7 @@ def _config(args: argparse.Namespace):  # -> RunConfig
     given = {k: getattr(args, k) for k in ("families", "oracles", "modes", "devices", "dtypes",
                                            "precisions", "cases") if getattr(args, k) is not None}
     try:
-        return RunConfig(seed=args.seed, kinks=args.kinks, **given)
+        return RunConfig(seed=args.seed, kinks=args.kinks, threads=args.threads, **given)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

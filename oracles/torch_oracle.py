@@ -47,11 +47,15 @@ KNOWN_FRAMEWORK_WARNINGS = ("torch.jit.script` is deprecated",)  # raised inside
 
 
 def import_torch():
-    """``torch`` (raises ``ImportError`` when it is not installed)."""
+    """``torch`` (raises ``ImportError`` when it is not installed), with ``$BO_THREADS``
+    intra-op threads when a campaign set it (``properties/campaign/threads.py``)."""
     import torch
     import torch.func
     import torch.nn.functional
 
+    threads = os.environ.get("BO_THREADS", "")
+    if threads.isdigit() and torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
     return torch
 
 

@@ -28,6 +28,7 @@ from ..comparison.evaluate import Results, cross_values, evaluate
 from ..comparison.records import Record, error_record, replay_command, skip_record, to_jsonable
 from .output import Output, environment_of
 from .stopping import Interrupted, Stop
+from .threads import pin, settings
 from .worker import Worker, worker_for
 
 DEVICES = ("cpu", "cuda", "gpu")
@@ -51,6 +52,7 @@ class RunConfig:
     seed: int = 0
     kinks: bool = False
     constraints: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1  # per process (threads.pin); 0: the libraries' defaults
 
     def __post_init__(self) -> None:
         for name, known in (("families", FAMILY_NAMES), ("oracles", registry.NAMES),
@@ -63,6 +65,9 @@ class RunConfig:
                                  f"{', '.join(known)}")
         if self.cases < 0:
             raise ValueError(f"--cases must be >= 0, got {self.cases}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) \
+                or self.threads < 0:
+            raise ValueError(f"--threads must be a non-negative integer, got {self.threads!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed!r}")
         for family in self.families:  # over-budget constraints: refused before any drawing
@@ -140,12 +145,13 @@ def run(config: RunConfig, out_dir: Path, progress: Callable[[int, int], None] |
     stop = stop or Stop()
     say = status or (lambda text: None)
     done = 0
+    threads = pin(config.threads) if config.threads else settings()  # before the worker
     frameworks = [f for f in ("torch", "jax") if f in config.oracles]
     with Output(out_dir) as output, worker_for(timeout) as worker:
         oracles = make_oracles(config)
         if frameworks:
             say(f"importing {' and '.join(FRAMEWORK_NAMES[f] for f in frameworks)}")
-        env = environment(config, oracles)
+        env = {**environment(config, oracles), **threads}
         output.describe(config.to_json(), env)
         if frameworks and not stop.requested:
             from .conventions import measure

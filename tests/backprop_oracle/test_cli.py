@@ -133,3 +133,23 @@ def test_jax_programs_are_compiled_once_ever(tmp_path) -> None:
     assert second["hits"] >= first["misses"] and second["misses"] == 0
     off = _jax_run(tmp_path / "c", "--no-compile-cache")
     assert off == {"dir": None, "hits": 0, "misses": 0}
+
+
+@pytest.mark.parametrize("threads, expected", [("1", "1"), ("0", "library defaults")])
+def test_threads_per_process_are_set_and_recorded(tmp_path, threads: str, expected: str) -> None:
+    """``--threads 1`` (the default) pins BLAS to one thread in the run's process and says so
+    in environment.json; ``--threads 0`` leaves the libraries' defaults."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "backprop_oracle.cli", "run", *QUICK, "--threads",
+               threads, "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in __import__("os").environ.items()
+                               if k not in ("BO_THREADS", "OMP_NUM_THREADS",
+                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    assert done.returncode == 0, done.stderr
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["threads per process"] == expected
+    blas = [v for k, v in env.items() if k.startswith(("blas", "openmp"))]
+    assert blas and (all(v == "1" for v in blas) if threads == "1" else True)
