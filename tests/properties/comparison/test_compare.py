@@ -254,3 +254,15 @@ def test_tail_inaccuracy_is_told_apart_from_a_wrong_gradient() -> None:
     assert w2.verdict == "diverge" and w2.divergence == "wrong" and w2.norm_err > w2.norm_tol
     agreeing = [r for r in _compare(case, reference, bo.backprop(case))]
     assert all(r.divergence == "" and r.norm_err <= r.norm_tol for r in agreeing)
+
+
+def test_a_wrongly_shaped_delta_stops_the_replay_not_the_comparison() -> None:
+    """A diverging gradient with a malformed output delta: the replay stops there (the
+    location is as precise as the well-formed tensors allow); nothing raises."""
+    case = _cases.square_mlp()
+    other = bo.backprop(case)
+    other.grads["W1"] = other.grads["W1"] * 1.01
+    other.deltas["delta3"] = np.zeros((1, 1))
+    records = _compare(case, bo.backprop(case), other)
+    assert next(r for r in records if r.name == "W1").verdict == "diverge"
+    assert next(r for r in records if r.name == "delta3").verdict == "diverge"  # its shape
