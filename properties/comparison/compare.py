@@ -45,7 +45,16 @@ from .error_model import (
     underflow_floor,
     unit_roundoff,
 )
-from .local import CONVENTIONS, Kinks, convention_words, kinks, replay, under_convention
+from .local import (
+    CONVENTIONS,
+    Forward,
+    Kinks,
+    convention_words,
+    forward64,
+    kinks,
+    replay,
+    under_convention,
+)
 from .records import Record, delta_layer, input_layer, most_severe, replay_command, versions
 
 __all__ = [
@@ -313,9 +322,11 @@ def compare_results(case: Case, expected: Result, actual: Result, *, dtype: str,
     enters = ""
     if case.family != "graph" and any(v in ("kink", "diverge") for v in verdicts.values()):
         fd = {n: np.asarray(_fd_err(actual, n), np.float64) for n in tensors}
-        steps, stopped = replay(case, b, actual, {n: t.tol for n, (_, t, _) in tensors.items()},
-                                fd, near, kappa * (u_a + u_e))
-        verdicts, notes = _verify_kinks(case, actual, tensors, verdicts, near, steps, stopped)
+        forward = forward64(case)
+        steps, stopped = replay(case, forward, actual,
+                                {n: t.tol for n, (_, t, _) in tensors.items()}, fd, near,
+                                kappa * (u_a + u_e))
+        verdicts, notes = _verify_kinks(case, forward, tensors, verdicts, near, steps, stopped)
         broken = next((st for st in steps if not st.ok), None)
         enters = f"enters in {broken.what} ({broken.tensor} is the first wrong tensor)" \
             if broken else ""
@@ -326,7 +337,7 @@ def compare_results(case: Case, expected: Result, actual: Result, *, dtype: str,
                       enters)
 
 
-def _verify_kinks(case: Case, actual: Result, tensors: Mapping[str, tuple[str, _Tensor, str]],
+def _verify_kinks(case: Case, forward: Forward, tensors: Mapping[str, tuple[str, _Tensor, str]],
                   verdicts: dict[str, str], near: Kinks, steps: list, stopped: str
                   ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """A ``kink`` verdict stands only if the deviation is a valid one-sided choice at the
@@ -350,7 +361,7 @@ def _verify_kinks(case: Case, actual: Result, tensors: Mapping[str, tuple[str, _
             verdicts[name] = "diverge"
             notes[name] = {"kink_check": "failed", "kink_rule": broken.broken}
     if unreached:
-        verdicts, more = _by_convention(case, actual, tensors, verdicts, near, unreached,
+        verdicts, more = _by_convention(case, forward, tensors, verdicts, near, unreached,
                                         stopped)
         notes.update(more)
     return verdicts, notes
@@ -364,13 +375,14 @@ def _level(case: Case, name: str) -> float:
     return l + 0.5 if l is not None else float(layer_of(case, name) or 0)
 
 
-def _by_convention(case: Case, actual: Result, tensors: Mapping[str, tuple[str, _Tensor, str]],
+def _by_convention(case: Case, forward: Forward,
+                   tensors: Mapping[str, tuple[str, _Tensor, str]],
                    verdicts: dict[str, str], near: Kinks, names: list[str], stopped: str
                    ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """``names`` (kink candidates the replay could not reach: ``stopped`` says why) stand as
     ``kink`` when one uniform convention explains all of them within tolerance."""
     for slope, tie in CONVENTIONS:
-        ref = under_convention(case, near, slope, tie)
+        ref = under_convention(case, forward, near, slope, tie)
         if all(_within(ref, n, tensors[n][1]) for n in names):
             note = {"kink_check": f"matches the reference with {convention_words(slope, tie)} "
                                   f"({stopped}, so not checked element by element)"}

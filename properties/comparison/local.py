@@ -30,7 +30,7 @@ tensor's FD error carried through the step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,8 +45,8 @@ from ...reference.network import feedforward
 from ...reference.result import Result
 from .error_model import Bounds
 
-__all__ = ["CONVENTIONS", "convention_words", "Kinks", "kinks", "replay", "Step",
-           "under_convention", "what_layer"]
+__all__ = ["CONVENTIONS", "convention_words", "Forward", "forward64", "Kinks", "kinks",
+           "replay", "Step", "under_convention", "what_layer"]
 
 Array = NDArray[np.floating]
 Mask = NDArray[np.bool_]
@@ -116,13 +116,22 @@ def what_layer(case: Case, l: int) -> str:
     return f"layer {l} ({layer_name(case.layers[l - 1])})"
 
 
-def replay(case: Case, b: Bounds, actual: Result, tol: Mapping[str, Array],
+Forward = tuple[Case, list[Array], list[Array]]  # the float64 case, its z^l and a^l
+
+
+def forward64(case: Case) -> Forward:
+    """The case in float64 and its forward pass, shared by ``replay`` and
+    ``under_convention`` (computed once per comparison that needs them)."""
+    case64 = case.astype("float64")
+    return (case64, *feedforward(case64))
+
+
+def replay(case: Case, forward: Forward, actual: Result, tol: Mapping[str, Array],
            fd_err: Mapping[str, Array], near: Kinks, scale: float) -> tuple[list[Step], str]:
     """The implementation's backward steps, top-down, each from its own upstream gradient
     (module docstring); with ``""``, or why the replay stopped early (a delta it did not
     return: the location is then as precise as the tensors it did return allow)."""
-    case64 = case.astype("float64")
-    zs, acts = feedforward(case64)
+    case64, zs, acts = forward
     L = len(case.layers)
     numbers = dict(parametrised(case.layers))
     shapes = {f"delta{l}": z.shape for l, z in enumerate(zs, 1)}
@@ -352,32 +361,30 @@ def _carried_fd_error(case64: Case, l: int, err: Array | None, acts: list[Array]
     the activation derivative below (``|rule_l|(err) ⊙ |sigma'|``); 0 for analytic results."""
     if err is None or not np.any(err):
         return 0.0
-    spec = case64.layers[l - 1]
-    arrays = layer_arrays(case64, l, numbers)
-    if arrays.W is not None:
-        arrays = arrays._replace(W=np.abs(arrays.W))
-    g = layer_rule(spec).backward(spec, np.abs(np.broadcast_to(err, zs[l - 1].shape)),
-                                  np.abs(acts[l - 1]), zs[l - 1], arrays, True)
+    upstream = np.abs(np.broadcast_to(err, zs[l - 1].shape))
     act = getattr(case64.layers[l - 2], "activation", "identity")
     slope = 1.0 if act in SLOPES else np.abs(activation(act)[1](zs[l - 2]))
-    return np.abs(np.asarray(g.da_prev)) * slope
+    return _abs_backward(case64, l, upstream, acts, zs, numbers, np.abs) * slope
 
 
 def _terms(case64: Case, l: int, delta: Array, acts: list[Array], zs: list[Array],
            numbers: Mapping[int, int]) -> Array:
     """A bound on the rounding of ``dC/da^(l-1)`` in units of ``u``: the number of terms
     each element sums times their magnitude (``|rule_l|(|d^l|)``)."""
+    size = _abs_backward(case64, l, np.ones_like(delta), acts, zs, numbers, np.ones_like)
+    return size * _abs_backward(case64, l, np.abs(delta), acts, zs, numbers, np.abs)
+
+
+def _abs_backward(case64: Case, l: int, upstream: Array, acts: list[Array], zs: list[Array],
+                  numbers: Mapping[int, int], weights: Callable[[Array], Array]) -> Array:
+    """``|dC/da^(l-1)|`` of layer ``l``'s rule for a non-negative ``upstream``, with
+    ``|a^(l-1)|`` and ``weights(W)`` (``np.abs``: magnitudes; ``np.ones_like``: counts)."""
     spec = case64.layers[l - 1]
-    rule = layer_rule(spec)
     arrays = layer_arrays(case64, l, numbers)
-    ones = arrays._replace(W=None if arrays.W is None else np.ones_like(arrays.W))
     if arrays.W is not None:
-        arrays = arrays._replace(W=np.abs(arrays.W))
-    size = rule.backward(spec, np.ones_like(delta), np.abs(acts[l - 1]), zs[l - 1], ones,
-                         True).da_prev
-    magnitude = rule.backward(spec, np.abs(delta), np.abs(acts[l - 1]), zs[l - 1], arrays,
-                              True).da_prev
-    return np.abs(np.asarray(size)) * np.abs(np.asarray(magnitude))
+        arrays = arrays._replace(W=weights(arrays.W))
+    g = layer_rule(spec).backward(spec, upstream, np.abs(acts[l - 1]), zs[l - 1], arrays, True)
+    return np.abs(np.asarray(g.da_prev))
 
 
 # ------------------------------------------------------------- uniform conventions
@@ -393,12 +400,12 @@ def convention_words(slope: str, tie: str) -> str:
             f"routed to their {tie} maximum" + ("s (split evenly)" if tie == "even" else ""))
 
 
-def under_convention(case: Case, near: Kinks, slope: str, tie: str) -> Result:
+def under_convention(case: Case, forward: Forward, near: Kinks, slope: str, tie: str
+                     ) -> Result:
     """The reference's gradients and deltas (float64) with ``slope`` at every ReLU kink within
     reach (``low``/``high``: the one-sided derivatives, ``middle``: their mean) and every
     tied max-pool window routed to its ``first``/``last`` tied maximum or split ``even``ly."""
-    case64 = case.astype("float64")
-    zs, acts = feedforward(case64)
+    case64, zs, acts = forward
     L = len(case.layers)
     numbers = dict(parametrised(case.layers))
     act = getattr(case.layers[-1], "activation", "identity")
@@ -429,12 +436,10 @@ def under_convention(case: Case, near: Kinks, slope: str, tie: str) -> Result:
 
 
 def _chosen_slope(name: str, z: Array, at_kink: Mask | None, choice: str) -> Array:
-    d = np.asarray(activation(name)[1](z), np.float64)
-    if name not in SLOPES or at_kink is None:
-        return d
-    lo, hi = SLOPES[name]
-    value = {"low": lo, "high": hi, "middle": (lo + hi) / 2}[choice]
-    return np.where(at_kink, value, d)
+    """``sigma'(z)``, with the ``low`` / ``high`` one-sided derivative or their mean
+    (``middle``) at the kink points (``_slope_interval``'s ends)."""
+    lo, hi = _slope_interval(name, z, at_kink)
+    return {"low": lo, "high": hi, "middle": (lo + hi) / 2}[choice]
 
 
 def _routed(spec: Pool, delta: Array, a_prev: Array, tied: Mask, reach: Array, tie: str

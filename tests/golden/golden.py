@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from backprop_oracle.properties.campaign.threads import BLAS_ENV, THREADS_ENV, XLA_ONE_THREAD
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RUNS = {
@@ -40,9 +42,7 @@ def produce(name: str, out: Path) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "backprop_oracle.cli", *RUNS[name], "--out", str(out)]
     # One thread per library, as `run` pins by default: multi-threaded float32 reductions
     # (PyTorch's, under load) sum in a varying order and move worst elements between runs.
-    one = {"BO_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1",
-           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    one = {THREADS_ENV: "1", **dict.fromkeys(BLAS_ENV, "1"), "XLA_FLAGS": XLA_ONE_THREAD}
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, **one})
     if done.returncode not in (0, 1):

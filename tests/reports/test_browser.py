@@ -75,12 +75,19 @@ def _browser() -> Iterator[Any]:
             browser.close()
 
 
-def test_report_in_a_real_browser(report: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _opened(report: Path, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """The report open in a real browser page, and the folder its screenshots go to."""
     shots = Path(os.environ.get("BO_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     with _browser() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         page.goto(report.as_uri())
+        yield page, shots
+
+
+def test_report_in_a_real_browser(report: Path, tmp_path: Path) -> None:
+    with _opened(report, tmp_path) as (page, shots):
         assert page.locator("#verdict").inner_text().startswith("FAIL")
         assert page.locator("#agreement-matrix").is_visible()
         assert page.locator("#agreement-matrix td.bad").count() >= 1
@@ -150,11 +157,7 @@ def agreeing_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_all_agree_report_in_a_real_browser(agreeing_report: Path, tmp_path: Path) -> None:
     """Closest calls with drill-downs, every oracle's value at the same element, and a plain
     panel with the reason for the unsupported oracle (no agreement bar)."""
-    shots = Path(os.environ.get("BO_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    with _browser() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.goto(agreeing_report.as_uri())
+    with _opened(agreeing_report, tmp_path) as (page, shots):
         assert page.locator("#verdict").inner_text().startswith("PASS")
         closest = page.locator("#closest-calls")
         assert closest.is_visible() and "Closest calls" in closest.inner_text()
