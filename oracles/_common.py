@@ -6,8 +6,9 @@ Only the case model is used here (shapes, layer specs); nothing computes a deriv
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
-from typing import Any
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,7 +28,8 @@ from ..reference.result import Result
 
 MODES = ("reverse", "forward")
 PRECISIONS = ("strict", "default")
-CHUNK_ELEMENTS = 1 << 22  # forward mode: basis chunk x work per direction stays below this
+CHUNK_ELEMENTS = 1 << 22  # forward mode: directions per pass x work per direction below this
+DIRECTIONS = 4  # forward mode: random directions per tensor (docs/design.md "Forward mode")
 
 
 class OracleDtypeError(TypeError):
@@ -71,6 +73,105 @@ def chunk_size(n_directions: int, work_per_direction: int) -> int:
     """How many basis directions one vectorised forward-mode pass takes."""
     per = max(1, work_per_direction + n_directions)
     return int(max(1, min(n_directions, CHUNK_ELEMENTS // per)))
+
+
+def check_directions(k: object) -> int:
+    """``k`` as a count of forward-mode directions per tensor (0: the whole basis)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"directions must be a non-negative integer (0: every basis "
+                         f"direction), got {k!r}")
+    return int(k)
+
+
+def tangent_blocks(case: Case) -> dict[str, tuple[int, ...]]:
+    """The tensors forward mode differentiates with respect to, in order: every parameter,
+    then a zero offset on every ``z^l`` (its derivative is ``delta<l>``)."""
+    blocks = {name: tuple(p.shape) for name, p in case.params.items()}
+    blocks.update({f"delta{l}": s for l, s in enumerate(z_shapes(case), 1)})
+    return blocks
+
+
+def rademacher(case: Case, name: str, shape: tuple[int, ...], k: int) -> np.ndarray:
+    """``k`` random sign tensors (entries +-1, ``int8``) of ``shape``, fixed by the case and the
+    tensor's name: the directions forward mode checks ``name``'s derivative along."""
+    seed = [zlib.crc32(case.case_id.encode()), zlib.crc32(name.encode())]
+    signs = np.random.default_rng(seed).integers(0, 2, size=(k, *shape), dtype=np.int8)
+    return 2 * signs - 1
+
+
+class Directions(NamedTuple):
+    """The directions forward mode takes for one tensor: ``n`` of them, ``rows(start, stop)``
+    giving those rows (leading axis), and whether they are its whole basis."""
+
+    n: int
+    rows: Callable[[int, int], np.ndarray]
+    basis: bool
+
+
+def forward_rows(case: Case, k: int) -> dict[str, Directions]:
+    """The directions forward mode takes per tensor: ``k`` random sign tensors
+    (``rademacher``), or the whole basis for a tensor of at most ``k`` elements (as cheap, and
+    exact per element); ``k = 0``: the whole basis of every tensor."""
+    rows = {}
+    for name, shape in tangent_blocks(case).items():
+        size = int(np.prod(shape))
+        rows[name] = basis_rows(shape) if not k or size <= k else \
+            given_rows(rademacher(case, name, shape, k))
+    return rows
+
+
+def forward_found(case: Case, values: Mapping[str, np.ndarray],
+                  rows: Mapping[str, Directions]) -> dict[str, Any]:
+    """Per tensor, what ``forward_result`` takes: the derivative (basis directions) or
+    ``{"u": directions, "values": tangents}``."""
+    blocks = tangent_blocks(case)
+    return {name: v.reshape(blocks[name]) if rows[name].basis else
+            {"u": rows[name].rows(0, rows[name].n), "values": v}
+            for name, v in values.items()}
+
+
+def basis_rows(shape: tuple[int, ...]) -> Directions:
+    """Every basis direction of a tensor of ``shape``."""
+    n = int(np.prod(shape))
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, n), dtype=np.int8)
+        out[np.arange(stop - start), np.arange(start, stop)] = 1
+        return out.reshape(stop - start, *shape)
+
+    return Directions(n, rows, True)
+
+
+def given_rows(directions: np.ndarray) -> Directions:
+    """The directions in ``directions`` (leading axis: one per direction)."""
+    return Directions(len(directions), lambda start, stop: directions[start:stop], False)
+
+
+def tangent_chunks(blocks: Mapping[str, tuple[int, ...]], rows: Mapping[str, Directions],
+                   chunk: int, dtype: str) -> Iterator[dict[str, np.ndarray]]:
+    """Tangents for ``chunk`` directions at a time (the last chunk padded with zero rows): each
+    tensor in ``rows`` contributes its directions in its own block, zero in all others; every
+    tensor of ``blocks`` is present, with leading axis ``chunk``."""
+    spans, total = {}, 0
+    for name, d in rows.items():
+        spans[name] = (total, total + d.n)
+        total += d.n
+    for start in range(0, total, chunk):
+        out = {name: np.zeros((chunk, *shape), dtype=dtype) for name, shape in blocks.items()}
+        for name, (lo, hi) in spans.items():
+            a, b = max(lo, start), min(hi, start + chunk)
+            if a < b:
+                out[name][a - start:b - start] = rows[name].rows(a - lo, b - lo)
+        yield out
+
+
+def split_values(values: np.ndarray, rows: Mapping[str, Directions]) -> dict[str, np.ndarray]:
+    """The concatenated per-direction values back per tensor, in ``rows``' order."""
+    out, start = {}, 0
+    for name, d in rows.items():
+        out[name] = values[start:start + d.n]
+        start += d.n
+    return out
 
 
 def forward_work(case: Case) -> int:
@@ -186,17 +287,35 @@ def output_of(case: Case, params: Mapping, x: object, y: object, masks: Mapping,
     return model_forward(case, params, x, y, masks, ops)[1][-1]
 
 
-def result_from(case: Case, loss: float, grads: dict, deltas: list, zs: list, acts: list,
-                meta: dict, input_grads: list | None = None) -> Result:
+def result_from(case: Case, loss: float, grads: dict, deltas: list | dict, zs: list,
+                acts: list, meta: dict, input_grads: list | None = None) -> Result:
     """A ``Result`` keyed like the reference's (``a0 = x`` for layered networks;
-    ``input_grads[l-1] = dC/da^l`` for ``l = 1..L-1`` when given)."""
+    ``input_grads[l-1] = dC/da^l`` for ``l = 1..L-1`` when given). ``grads`` may hold only some
+    parameters and ``deltas`` (a list from layer 1, or a dict by name) only some layers: forward
+    mode by directions returns the tensors it localised, and nothing else."""
     first = 1 if case.family == "graph" else 0
+    if isinstance(deltas, list):
+        deltas = {f"delta{l}": d for l, d in enumerate(deltas, 1)}
     return Result(
         input_grads={f"da{l}": g for l, g in enumerate(input_grads or [], 1)},
         loss=float(loss),
-        grads={k: grads[k] for k in case.params},
-        deltas={f"delta{l}": d for l, d in enumerate(deltas, 1)},
+        grads={k: grads[k] for k in case.params if k in grads},
+        deltas=deltas,
         activations={f"a{l}": a for l, a in enumerate(acts, first)},
         zs={f"z{l}": z for l, z in enumerate(zs, 1)},
         meta=meta,
     )
+
+
+def forward_result(case: Case, loss: float, found: Mapping[str, Any], zs: list, acts: list,
+                   meta: dict, directions: int) -> Result:
+    """A forward-mode ``Result``: the tensors ``found`` in full among ``grads`` / ``deltas``;
+    those found by directions in ``meta["directional"][name] = {"u": k sign tensors,
+    "values": k loss tangents}`` (and ``meta["directions"] = k``)."""
+    full = {n: v for n, v in found.items() if not isinstance(v, dict)}
+    directional = {n: v for n, v in found.items() if isinstance(v, dict)}
+    if directions:
+        meta = {**meta, "directions": directions, "directional": directional}
+    grads = {n: v for n, v in full.items() if n in case.params}
+    deltas = {n: v for n, v in full.items() if n not in case.params}
+    return result_from(case, loss, grads, deltas, zs, acts, meta)

@@ -61,6 +61,13 @@ class Oracle(ABC):
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
         """The oracle's ``Result`` for ``case`` computed in ``dtype`` (default ``case.dtype``)."""
 
+    def localise(self, case: Case, device: str = "cpu", dtype: str | None = None,
+                 names: Sequence[str] = ()) -> Result:
+        """The full derivatives of the tensors ``names`` only, where ``run`` returned them along
+        directions (``meta["directional"]``) and a check failed; an oracle that never does
+        need not implement it."""
+        raise NotImplementedError(f"{self.label} cannot localise {', '.join(names)}")
+
     def settings(self, device: str = "cpu") -> dict:
         """The effective settings to record (library versions, precision switches)."""
         return {}

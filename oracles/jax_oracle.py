@@ -1,7 +1,7 @@
 """The JAX oracle: each case built from ``jax.numpy`` / ``jax.lax`` / ``jax.nn`` ops and
 differentiated by JAX itself, in reverse mode (``jax.value_and_grad``) or forward mode
-(``jax.jvp`` along every basis direction, ``jax.vmap``-ed over chunks and ``lax.map``-ped
-over the chunks).
+(``jax.jvp`` along random sign directions per tensor, or along the basis of the tensors a
+directional check flagged, ``jax.vmap``-ed over chunks of directions).
 
 Ops used: ``jnp.matmul`` for dense layers; ``lax.conv_general_dilated`` with explicit
 padding pairs ``((p, p), (p, p))`` and NCHW/OIHW dimension numbers; ``lax.reduce_window``
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -227,40 +227,23 @@ def reverse_fn(jax, case: Case, ops: Mapping) -> Callable:
     return fn
 
 
-def forward_fn(jax, case: Case, ops: Mapping) -> Callable:
-    """Like ``reverse_fn``, every derivative from ``jax.jvp`` along basis directions of
-    (parameters, zero offsets)."""
-    chunk_work = common.forward_work(case)
+def jvp_fn(jax, case: Case, ops: Mapping) -> Callable:
+    """``(params, x, y, masks, tangents) -> (loss, zs, acts, values)``: ``values[i]`` is the
+    loss tangent by ``jax.jvp`` along direction ``i`` of ``tangents`` (one array per parameter
+    and ``delta<l>`` offset, leading axis one per direction, ``jax.vmap``-ed)."""
+    layers = [f"delta{l}" for l in range(1, len(common.z_shapes(case)) + 1)]
 
-    def fn(params, x, y, masks):
-        flat, unravel = jax.flatten_util.ravel_pytree((params, _zeros(jax, case)))
-
-        def loss_of(v):
-            p, offsets = unravel(v)
+    def fn(params, x, y, masks, tangents):
+        def loss_of(p, offsets):
             return common.model_forward(case, p, x, y, masks, ops, offsets)[0]
 
-        grad = jvp_gradient(jax, loss_of, flat, common.chunk_size(flat.size, chunk_work))
-        grads, deltas = unravel(grad)
+        zeros = _zeros(jax, case)
+        values = jax.vmap(lambda tp, to: jax.jvp(loss_of, (params, zeros), (tp, to))[1])(
+            {n: tangents[n] for n in params}, [tangents[n] for n in layers])
         loss, zs, acts = common.model_forward(case, params, x, y, masks, ops)
-        return loss, grads, deltas, zs, acts, []
+        return loss, zs, acts, values
 
     return fn
-
-
-def jvp_gradient(jax, f: Callable, flat, chunk: int):
-    """``grad f`` at ``flat`` by forward mode, ``chunk`` basis directions per ``vmap``."""
-    jnp = jax.numpy
-    n = flat.size
-    count = -(-n // chunk)
-    directional = jax.vmap(lambda t: jax.jvp(f, (flat,), (t,))[1])
-
-    def block(start):
-        rows = start + jnp.arange(chunk)
-        return directional((rows[:, None] == jnp.arange(n)[None, :]).astype(flat.dtype))
-
-    if count == 1:
-        return block(0)[:n]
-    return jax.lax.map(block, jnp.arange(count) * chunk).reshape(-1)[:n]
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -301,11 +284,13 @@ class JaxOracle(Oracle):
     name = "jax"
 
     def __init__(self, mode: str = "reverse", precision: str = "strict",
-                 overrides: Mapping[str, Callable] | None = None, jit: bool = True) -> None:
+                 overrides: Mapping[str, Callable] | None = None, jit: bool = True,
+                 directions: int = common.DIRECTIONS) -> None:
         self.mode = common.check_choice(mode, common.MODES, "mode")
         self.precision = common.check_choice(precision, common.PRECISIONS, "precision")
         self.overrides = dict(overrides or {})
         self.jit = jit
+        self.directions = common.check_directions(directions)
 
     def devices(self) -> list[str]:
         return ["cpu", "gpu"]
@@ -348,13 +333,26 @@ class JaxOracle(Oracle):
     def compiled(self, jax, case: Case, device: str) -> tuple[Callable, bool]:
         """The (cached) jitted function for ``case``'s architecture, and whether it was a hit."""
         ops = jax_ops(jax, case.dtype, self.precision, self.overrides)
-        build = reverse_fn if self.mode == "reverse" else forward_fn
+        build = reverse_fn if self.mode == "reverse" else jvp_fn
         if not self.jit:
             return build(jax, case, ops), False
         key = cache_key(case, self.mode, self.precision, device, self.overrides)
         return CACHE.get(key, lambda: jax.jit(build(jax, case, ops)))
 
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
+        """Reverse mode: every derivative. Forward mode: the loss tangent along
+        ``directions`` random sign tensors per tensor (``meta["directional"]``), or with
+        ``directions=0`` every derivative along the whole basis."""
+        return self._run(case, device, dtype, None)
+
+    def localise(self, case: Case, device: str = "cpu", dtype: str | None = None,
+                 names: Sequence[str] = ()) -> Result:
+        """Forward mode along every basis direction of the tensors ``names`` only (parameters,
+        ``delta<l>``): their full derivatives, where a directional check failed."""
+        return self._run(case, device, dtype, list(names))
+
+    def _run(self, case: Case, device: str, dtype: str | None, names: list[str] | None
+             ) -> Result:
         jax = import_jax()
         device = self.device_for(device)
         case = cast(case, dtype)
@@ -368,12 +366,39 @@ class JaxOracle(Oracle):
             meta["jit_cache"] = "hit" if hit else "miss"
             args = jax.device_put((dict(case.params), case.x, case.y, dict(case.masks)),
                                   _device(jax, device))
-            loss, grads, deltas, zs, acts, inputs = jax.device_get(fn(*args))
-        result = common.result_from(
-            case, loss, {k: np.asarray(g) for k, g in grads.items()},
-            [np.asarray(d) for d in deltas], [np.asarray(z) for z in zs],
-            [np.asarray(a) for a in acts], meta, [np.asarray(g) for g in inputs])
+            if self.mode == "reverse" and names is None:
+                loss, grads, deltas, zs, acts, inputs = jax.device_get(fn(*args))
+                result = common.result_from(
+                    case, loss, {k: np.asarray(g) for k, g in grads.items()},
+                    [np.asarray(d) for d in deltas], [np.asarray(z) for z in zs],
+                    [np.asarray(a) for a in acts], meta, [np.asarray(g) for g in inputs])
+            else:
+                result = self._forward(jax, case, device, fn, args, meta, names)
         return common.assert_dtypes(result, case.dtype, self.label)
+
+    def _forward(self, jax, case: Case, device: str, fn: Callable, args: tuple, meta: dict,
+                 names: list[str] | None) -> Result:
+        blocks = common.tangent_blocks(case)
+        if names is None:
+            rows = common.forward_rows(case, self.directions)
+            total = chunk = sum(d.n for d in rows.values())
+        else:  # one chunk size per architecture, whichever tensors: one compiled program
+            rows = {n: common.basis_rows(blocks[n]) for n in names}
+            total = sum(d.n for d in rows.values())
+            chunk = sum(int(np.prod(s)) for s in blocks.values())
+        chunk = common.chunk_size(chunk, common.forward_work(case))
+        values: list[np.ndarray] = []
+        primal: Any = None
+        for tangents in common.tangent_chunks(blocks, rows, chunk, case.dtype):
+            out = jax.device_get(fn(*args, jax.device_put(tangents, _device(jax, device))))
+            primal = out[:3] if primal is None else primal
+            values.append(np.asarray(out[3]))
+        loss, zs, acts = primal
+        found = common.forward_found(
+            case, common.split_values(np.concatenate(values)[:total], rows), rows)
+        return common.forward_result(case, loss, found, [np.asarray(z) for z in zs],
+                                     [np.asarray(a) for a in acts], meta,
+                                     self.directions if names is None else 0)
 
     def adjoint(self, case: Case, device: str = "cpu", dtype: str | None = None,
                 seed: int = 0) -> tuple[float, float]:

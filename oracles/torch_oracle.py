@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -229,36 +229,49 @@ def _flat_parts(torch, case: Case, params: dict, shapes: list[tuple[int, ...]]):
     return flat, unflatten, sizes
 
 
-def forward(torch, case: Case, ops: Mapping, device: str) -> tuple:
-    """``torch.func.jvp`` along every basis direction of (parameters, zero offsets),
-    ``vmap``-ed in chunks: the full gradient and every delta from forward mode."""
-    params, x, y, masks = _tensors(torch, case, device)
-    shapes = common.z_shapes(case)
-    flat, unflatten, sizes = _flat_parts(torch, case, params, shapes)
+def forward(torch, case: Case, ops: Mapping, device: str, directions: int) -> tuple:
+    """Forward mode along ``directions`` random sign tensors per tensor of (parameters, zero
+    offsets) (``common.forward_rows``): ``(loss, zs, acts, found)``, ``found[name]`` the
+    derivative or ``{"u": directions, "values": loss tangents}``."""
+    rows = common.forward_rows(case, directions)
+    loss, zs, acts, values = jvp_values(torch, case, ops, device, rows)
+    return loss, zs, acts, common.forward_found(case, values, rows)
 
-    def loss_of(v):
-        p, o = unflatten(v)
+
+def jvp_derivatives(torch, case: Case, ops: Mapping, device: str, names: list[str]) -> tuple:
+    """``(loss, zs, acts, {name: derivative})`` of the tensors ``names`` (parameters,
+    ``delta<l>``) by forward mode along each of their basis directions."""
+    blocks = common.tangent_blocks(case)
+    loss, zs, acts, values = jvp_values(
+        torch, case, ops, device, {n: common.basis_rows(blocks[n]) for n in names})
+    return loss, zs, acts, {n: v.reshape(blocks[n]) for n, v in values.items()}
+
+
+def jvp_values(torch, case: Case, ops: Mapping, device: str,
+               rows: Mapping[str, common.Directions]) -> tuple:
+    """The loss tangent along every direction in ``rows`` (``torch.func.jvp`` ``vmap``-ed over
+    chunks of directions), per tensor; and the primal ``loss, zs, acts``."""
+    params, x, y, masks = _tensors(torch, case, device)
+    blocks = common.tangent_blocks(case)
+    layers = [n for n in blocks if n not in params]
+    offsets = [torch.zeros(blocks[n], dtype=getattr(torch, case.dtype), device=device)
+               for n in layers]
+
+    def loss_of(p, o):
         return common.model_forward(case, p, x, y, masks, ops, offsets=o)[0]
 
-    chunk = common.chunk_size(flat.numel(), common.forward_work(case))
-    g = jvp_gradient(torch, loss_of, flat, chunk)
-    p, o = unflatten(g)
+    along = torch.func.vmap(
+        lambda tp, to: torch.func.jvp(loss_of, (params, offsets), (tp, to))[1])
+    total = sum(d.n for d in rows.values())
+    chunk = common.chunk_size(total, common.forward_work(case))
+    out = []
+    for chunk_np in common.tangent_chunks(blocks, rows, chunk, case.dtype):
+        t = {n: torch.as_tensor(v, device=device) for n, v in chunk_np.items()}
+        out.append(along({n: t[n] for n in params}, [t[n] for n in layers]))
+    values = torch.cat(out)[:total].detach().cpu().numpy()
     with torch.no_grad():
         loss, zs, acts = common.model_forward(case, params, x, y, masks, ops)
-    return loss, p, o, zs, acts, []
-
-
-def jvp_gradient(torch, f: Callable, flat, chunk: int):
-    """``grad f`` at ``flat`` by forward mode: ``jvp`` along ``chunk`` basis vectors at a time."""
-    n = flat.numel()
-    directional = torch.func.vmap(lambda t: torch.func.jvp(f, (flat,), (t,))[1])
-    out = []
-    for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n), device=flat.device)
-        basis = torch.zeros(len(rows), n, dtype=flat.dtype, device=flat.device)
-        basis[torch.arange(len(rows), device=flat.device), rows] = 1
-        out.append(directional(basis))
-    return torch.cat(out)
+    return loss, zs, acts, common.split_values(values, rows)
 
 
 # --- the oracle ----------------------------------------------------------------------------
@@ -271,10 +284,12 @@ class TorchOracle(Oracle):
     name = "torch"
 
     def __init__(self, mode: str = "reverse", precision: str = "strict",
-                 overrides: Mapping[str, Callable] | None = None) -> None:
+                 overrides: Mapping[str, Callable] | None = None,
+                 directions: int = common.DIRECTIONS) -> None:
         self.mode = common.check_choice(mode, common.MODES, "mode")
         self.precision = common.check_choice(precision, common.PRECISIONS, "precision")
         self.overrides = dict(overrides or {})
+        self.directions = common.check_directions(directions)
 
     def devices(self) -> list[str]:
         return ["cpu", "cuda"]
@@ -314,6 +329,19 @@ class TorchOracle(Oracle):
         return v
 
     def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
+        """Reverse mode: every derivative. Forward mode: the loss tangent along
+        ``directions`` random sign tensors per tensor (``meta["directional"]``), or with
+        ``directions=0`` every derivative along the whole basis."""
+        return self._run(case, device, dtype, None)
+
+    def localise(self, case: Case, device: str = "cpu", dtype: str | None = None,
+                 names: Sequence[str] = ()) -> Result:
+        """Forward mode along every basis direction of the tensors ``names`` only (parameters,
+        ``delta<l>``): their full derivatives, where a directional check failed."""
+        return self._run(case, device, dtype, list(names))
+
+    def _run(self, case: Case, device: str, dtype: str | None, names: list[str] | None
+             ) -> Result:
         torch = import_torch()
         device = self.device_for(device)
         case = cast(case, dtype)
@@ -325,19 +353,27 @@ class TorchOracle(Oracle):
             with precision_settings(torch, self.precision, device) as switches, \
                     recorded_warnings(meta):
                 meta["switches"] = switches
-                result = self._compute(torch, case, device, meta)
+                result = self._compute(torch, case, device, meta, names)
         finally:
             _release(torch, device)
         return common.assert_dtypes(result, case.dtype, self.label)
 
-    def _compute(self, torch, case: Case, device: str, meta: dict) -> Result:
+    def _compute(self, torch, case: Case, device: str, meta: dict, names: list[str] | None
+                 ) -> Result:
         ops = torch_ops(torch, getattr(torch, case.dtype), device, self.overrides)
-        step = reverse if self.mode == "reverse" else forward
-        loss, grads, deltas, zs, acts, inputs = step(torch, case, ops, device)
         n = lambda t: t.detach().cpu().numpy()  # noqa: E731
-        return common.result_from(
-            case, n(loss), {k: n(g) for k, g in grads.items()}, [n(d) for d in deltas],
-            [n(z) for z in zs], [n(a) for a in acts], meta, [n(g) for g in inputs])
+        if self.mode == "reverse" and names is None:
+            loss, grads, deltas, zs, acts, inputs = reverse(torch, case, ops, device)
+            return common.result_from(
+                case, n(loss), {k: n(g) for k, g in grads.items()}, [n(d) for d in deltas],
+                [n(z) for z in zs], [n(a) for a in acts], meta, [n(g) for g in inputs])
+        if names is None:
+            loss, zs, acts, found = forward(torch, case, ops, device, self.directions)
+        else:
+            loss, zs, acts, found = jvp_derivatives(torch, case, ops, device, names)
+        return common.forward_result(case, n(loss), found, [n(z) for z in zs],
+                                     [n(a) for a in acts], meta,
+                                     self.directions if names is None else 0)
 
     def adjoint(self, case: Case, device: str = "cpu", dtype: str | None = None,
                 seed: int = 0) -> tuple[float, float]:

@@ -255,6 +255,13 @@ class Comparison:
         return most_severe([*self.verdicts.values(), *["diverge"] * bool(self.mismatched),
                             *["oracle_error"] * bool(self.problems)])
 
+    def divergent_layer(self) -> int | None:
+        """``first_divergent_layer`` of the tensors' verdicts, the mismatched and the
+        problem tensors counting as diverging."""
+        located = {**self.verdicts, **{n: "diverge" for n in self.mismatched},
+                   **{n: "diverge" for n, _ in self.problems if n != "-"}}
+        return first_divergent_layer(self.case, located)
+
     def records(self, where: dict[str, Any], **detail: Any) -> list[Record]:
         """One record per tensor (and per problem), built once with everything known:
         ``where`` identifies the oracle and case, ``detail`` is added to every record (the
@@ -330,11 +337,10 @@ def compare_results(case: Case, expected: Result, actual: Result, *, dtype: str,
         broken = next((st for st in steps if not st.ok), None)
         enters = f"enters in {broken.what} ({broken.tensor} is the first wrong tensor)" \
             if broken else ""
-    located = {**verdicts, **{n: "diverge" for n in mismatched},
-               **{n: "diverge" for n, _ in problems if n != "-"}}
-    return Comparison(case, expected, actual, tensors, mismatched, verdicts,
-                      first_divergent_layer(case, located), rows, tuple(problems), notes,
-                      enters)
+    comparison = Comparison(case, expected, actual, tensors, mismatched, verdicts, None, rows,
+                            tuple(problems), notes, enters)
+    comparison.first = comparison.divergent_layer()
+    return comparison
 
 
 def _verify_kinks(case: Case, forward: Forward, tensors: Mapping[str, tuple[str, _Tensor, str]],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,18 @@ from ...oracles.base import Oracle
 from ...reference import backprop
 from ...reference.case import Case
 from ...reference.result import Result
-from .compare import Comparison, compare_results, tensor_of, where
+from .compare import Comparison, compare_results, provenance, tensor_of, where
+from .directional import directional_records, localise_names, reconcile, screen
 from .error_model import Bounds, bounds
-from .records import Record, bad_return_record, error_record, index_key, unsupported_record
+from .records import (
+    Record,
+    bad_return_record,
+    delta_layer,
+    error_record,
+    index_key,
+    input_layer,
+    unsupported_record,
+)
 
 __all__ = [
     "BadReturn", "cross_values", "evaluate", "identity", "Results", "tie_break", "triangulate"
@@ -58,8 +68,14 @@ def evaluate(case: Case, oracle: Oracle, device: str = "cpu", *,
     reason = oracle.available(device)
     if reason:
         return [unsupported_record(at, reason)]
+    reference = reference if reference is not None else backprop(case)
+    model = model if model is not None else bounds(case)
     try:
         actual = oracle.run(case, device, case.dtype)
+        screens = screen(case, reference, actual, model, dtype=case.dtype)
+        localised = localise_names(case, screens)
+        if localised:  # forward mode by directions: the whole basis where the screen failed
+            actual = _merged(actual, oracle.localise(case, device, case.dtype, localised))
     except BadReturn as exc:
         return [bad_return_record(at, "-", str(exc), None)]
     except Exception as exc:  # recorded, never fatal: one oracle must not stop the run
@@ -68,15 +84,42 @@ def evaluate(case: Case, oracle: Oracle, device: str = "cpu", *,
         at["mode"] = str(actual.meta.get("method", oracle.mode))
     if keep is not None:
         keep[identity(at)] = actual
-    reference = reference if reference is not None else backprop(case)
-    model = model if model is not None else bounds(case)
     comparison = compare_results(case, reference, actual, dtype=case.dtype, model=model,
                                  problems=tuple(actual.meta.get("problems", ())))
+    reconcile(comparison, screens)
     vote: dict[str, Any] = {}
     judged: list[Record] = []
     if judges and comparison.verdict in ("diverge", "nan"):
         vote, judged = tie_break(comparison, oracle.name, judges, model, replay, keep)
-    return comparison.records({**at, "seconds": _since(start)}, **vote) + judged
+    at = {**at, "seconds": _since(start)}
+    own = comparison.records(at, **vote)
+    if screens:
+        methods = {"expected": str(reference.meta.get("method", "?")),
+                   "actual": str(actual.meta.get("method", "?"))}
+        at["versions"] = {**at["versions"], **provenance(reference, actual)}
+        own = _in_order(case, own + directional_records(screens, at, methods,
+                                                        comparison.first))
+    return own + judged
+
+
+def _merged(actual: Result, located: Result) -> Result:
+    """``actual`` (tangents along directions) with the full derivatives ``located`` found."""
+    return replace(actual, grads={**actual.grads, **located.grads},
+                   deltas={**actual.deltas, **located.deltas},
+                   meta={**actual.meta, "localised": sorted({*located.grads, *located.deltas})})
+
+
+def _in_order(case: Case, records: list[Record]) -> list[Record]:
+    """Records in tensor order: the loss, the parameters, the deltas, the input gradients,
+    then events."""
+    order = {name: i for i, name in enumerate(["loss", *case.params])}
+    quantities = {"loss": 0, "grad": 0, "delta": 1, "input": 2}
+
+    def key(r: Record) -> tuple[int, int, int]:
+        return (quantities.get(r.quantity, 3), order.get(r.name, 0),
+                delta_layer(r.name) or input_layer(r.name) or 0)
+
+    return sorted(records, key=key)
 
 
 def tie_break(comparison: Comparison, name: str, judges: Sequence[Oracle], model: Bounds,
@@ -123,7 +166,9 @@ def cross_values(records: list[Record], results: Mapping[tuple[str, str, str, st
     at the same element. Records whose result was not kept (a worker that died) get none.
     Returns ``records``, changed in place."""
     worst: dict[str, set[tuple[int, ...]]] = defaultdict(set)
-    tensors = [r for r in records if r.quantity in TENSOR_QUANTITIES and r.n_total]
+    # elementwise records only (a directional one compares tangents, it has no worst element)
+    tensors = [r for r in records if r.quantity in TENSOR_QUANTITIES and r.n_total
+               and len(r.worst_index) == len(r.shape)]
     for r in tensors:
         worst[r.name].add(tuple(r.worst_index))
     for r in tensors:

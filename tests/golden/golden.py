@@ -58,6 +58,10 @@ def normalise(record: dict[str, Any]) -> dict[str, Any]:
         out["detail"] = {k: v for k, v in detail.items() if k != "traceback"}
         if isinstance(detail.get("values"), dict):  # the elements, not their BLAS-moved values
             out["detail"]["values"] = sorted(detail["values"])
+        for ratios in (out["detail"], out["detail"].get("directional")):
+            if isinstance(ratios, dict):  # forward mode by directions: like margin, BLAS-moved
+                for k in ("sound_ratio", "screen_ratio"):
+                    ratios.pop(k, None)
     return out
 
 

@@ -26,6 +26,7 @@ EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.
 RTOL = {"float64": 1e-10, "float32": 256 * EPS["float32"]}
 DTYPES = ("float64", "float32")
 MODES = ("reverse", "forward")
+DIRECTIONS = {"reverse": 0, "forward": 0, "directional": 4}  # forward: the whole basis
 
 
 def cnn_pools(dtype: str = "float64", seed: int = 11) -> bo.Case:
@@ -112,3 +113,28 @@ def assert_close(actual: Result, expected: Result, dtype: str, scale: float = 1.
             assert got.dtype == np.dtype(dtype), f"{key}: dtype {got.dtype}, wanted {dtype}"
             err = max_rel(got, want)
             assert err <= rtol, f"{key}: max rel err {err:.3e} > tol {rtol:.3e}"
+
+
+def assert_directional(actual: Result, expected: Result, dtype: str, k: int,
+                       scale: float = 1.0) -> None:
+    """Forward mode by directions: ``k`` sign tensors ``u`` (+-1, ``int8``) per parameter and
+    delta of more than ``k`` elements, every tangent ``D_u`` within ``RTOL[dtype] * scale *
+    sum_i |g_i|`` of the reference's ``<u, g>`` (``|<u, e>| <= max|e_i| * n`` bounds it); the
+    smaller tensors along their basis, in full, each element within ``RTOL[dtype] * scale``."""
+    tangents = actual.meta["directional"]
+    full = {**actual.grads, **actual.deltas}
+    assert not set(full) & set(tangents)
+    assert {*full, *tangents} == {*expected.grads, *expected.deltas}
+    for name, got in full.items():
+        want = expected.grads.get(name, expected.deltas.get(name))
+        assert got.size <= k and got.shape == want.shape and got.dtype == np.dtype(dtype)
+        assert max_rel(got, want) <= RTOL[dtype] * scale, name
+    for name, found in tangents.items():
+        g = np.asarray(expected.grads.get(name, expected.deltas.get(name)), np.float64)
+        u = found["u"]
+        assert u.dtype == np.int8 and u.shape == (k, *g.shape) and set(np.unique(u)) <= {-1, 1}
+        assert found["values"].dtype == np.dtype(dtype) and found["values"].shape == (k,)
+        projected = u.reshape(k, -1).astype(np.float64) @ g.reshape(-1)
+        tol = RTOL[dtype] * scale * max(float(np.abs(g).sum()), 1.0)
+        err = float(np.max(np.abs(found["values"] - projected)))
+        assert err <= tol, f"{name}: tangent error {err:.3e} > tol {tol:.3e}"

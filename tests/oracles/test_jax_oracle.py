@@ -8,13 +8,23 @@ import pytest
 
 from backprop_oracle.reference import backprop
 
-from ._support import BUILDERS, DTYPES, EPS, MODES, assert_close, case, scale_for
+from ._support import (
+    BUILDERS,
+    DIRECTIONS,
+    DTYPES,
+    EPS,
+    MODES,
+    assert_close,
+    assert_directional,
+    case,
+    scale_for,
+)
 
 jax = pytest.importorskip("jax")
 from backprop_oracle.oracles import jax_oracle  # noqa: E402
 from backprop_oracle.oracles.jax_oracle import CACHE, JaxOracle  # noqa: E402
 
-ORACLES = {mode: JaxOracle(mode) for mode in MODES}
+ORACLES = {mode: JaxOracle(mode, directions=DIRECTIONS[mode]) for mode in MODES}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -28,6 +38,36 @@ def test_agrees_with_reference(name: str, dtype: str, mode: str) -> None:
     assert actual.meta["method"] == f"jax-{mode}"
     assert actual.meta["switches"]["jax_enable_x64"] == (dtype == "float64")
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_forward_mode_by_directions(name: str, dtype: str) -> None:
+    c = case(name, dtype)
+    expected = backprop(c)
+    actual = JaxOracle("forward").run(c)
+    assert_directional(actual, expected, dtype, actual.meta["directions"],
+                       scale_for(name, expected))
+    assert actual.meta["directions"] == 4
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_pools", "graph"])
+def test_localise_gives_full_derivatives_of_the_named_tensors_only(name: str) -> None:
+    c = case(name, "float64")
+    expected = backprop(c)
+    names = [next(iter(c.params)), "delta1"]
+    located = JaxOracle("forward").localise(c, names=names)
+    assert {*located.grads, *located.deltas} == set(names)
+    for n in names:
+        want = expected.grads.get(n, expected.deltas.get(n))
+        assert np.allclose(located.grads.get(n, located.deltas.get(n)), want, rtol=0,
+                           atol=1e-12 * max(float(np.abs(want).max()), 1.0))
+
+
+def test_bad_direction_count_is_rejected() -> None:
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="directions must be a non-negative integer"):
+            JaxOracle("forward", directions=bad)
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -56,3 +56,20 @@ def test_a_record_whose_result_was_not_kept_gets_no_values() -> None:
     records = evaluate(case, Shifted((0, 0), 1e-3))
     cross_values(records, {})
     assert all("values" not in r.detail for r in records)
+
+
+def test_directional_records_beside_elementwise_ones_keep_every_value() -> None:
+    """Forward mode by directions has no worst element: the other records still get their
+    values (a directional record's empty index broke the whole case's values once)."""
+    torch_oracle = __import__("pytest").importorskip(
+        "backprop_oracle.oracles.torch_oracle", exc_type=ImportError)
+    case = bo.cases("mlp", 1, seed=3, max_layers=2, dtypes=["float64"])[0]
+    kept: Results = {}
+    records = [r for oracle in (Shifted((0, 0), 1e-3), torch_oracle.TorchOracle("forward"))
+               for r in evaluate(case, oracle, keep=kept)]
+    cross_values(records, kept)
+    directional = [r for r in records if r.oracle == "torch" and r.name == "W1"]
+    assert directional and directional[0].worst_index == () and directional[0].n_total == 4
+    assert "values" not in directional[0].detail
+    shifted = next(r for r in records if r.oracle == "shifted" and r.name == "W1")
+    assert set(shifted.detail["values"]) == {"0,0"}
