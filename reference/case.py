@@ -423,7 +423,11 @@ class Case:
         return Case(**fields)
 
     def astype(self, dtype: str) -> Case:
-        """The same case with every array cast to ``dtype``."""
+        """The same case with every array cast to ``dtype`` (itself when it is ``dtype``
+        already: its arrays are read-only)."""
+        if dtype == self.dtype:
+            return self
+
         def each(arrays: Mapping[str, NDArray[np.floating]]) -> dict[str, NDArray[np.floating]]:
             return {k: v.astype(dtype) for k, v in arrays.items()}
 

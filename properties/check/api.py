@@ -19,6 +19,7 @@ one is.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from ...reference.case import FAMILY_NAMES, Case
 from ...reference.result import Result
 from ..campaign.output import Output, environment_of
 from ..campaign.stopping import Interrupted, Stop, graceful
+from ..campaign.threads import limit
 from ..campaign.worker import worker_for
 from ..comparison.error_model import bounds
 from ..comparison.evaluate import BadReturn, Results, cross_values, evaluate
@@ -352,8 +354,9 @@ def check_case(impl: Implementation, case: Case, judges: Sequence[Oracle] = (),
     """The records of ``impl`` on one case (never raises for anything ``impl`` does), with
     every implementation's values at the others' worst elements (``cross_values``)."""
     results: Results = {}
-    return cross_values(evaluate(case, impl, "cpu", reference=backprop(case),
-                                 model=bounds(case), judges=judges,
+    reference = backprop(case)
+    return cross_values(evaluate(case, impl, "cpu", reference=reference,
+                                 model=bounds(case, reference), judges=judges,
                                  replay=replay.format(case=case), keep=results), results)
 
 
@@ -361,7 +364,7 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
           name: str | None = None, tiebreakers: Sequence[str] = ("torch", "jax"),
           replay: str = "", progress: Callable[[int, int], None] | None = None,
           timeout: float | None = None, output: Output | None = None, stop: Stop | None = None,
-          **constraints: Any) -> Report:
+          threads: int | None = 1, **constraints: Any) -> Report:
     """Run ``impl`` on ``cases`` (a list of ``Case``, or a family name: then ``n`` cases drawn
     from ``seed`` under ``constraints``, as ``bo.cases``) and compare with the reference.
 
@@ -371,13 +374,16 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
     ``oracle_error``); ``None`` runs ``impl`` in this process without a limit (it may be any
     callable, and a debugger's breakpoints work). ``output``: records and cases are written
     there as each case finishes. Ctrl-C or SIGTERM (in the main thread) stops between cases:
-    the report covers the finished cases and says ``interrupted``."""
+    the report covers the finished cases and says ``interrupted``. ``threads``: BLAS and
+    PyTorch threads while checking (default 1, restored after; the small arrays of a case are
+    faster on one, ``benchmarks/bench_check.py``); ``None`` leaves them alone."""
     chosen = resolve_cases(cases, n, seed, constraints)
     label = name or impl_name(impl)
     judges = judges_for(tiebreakers)
     wrapped = Implementation(impl, label)
     report = Report(name=label, replay=replay)
-    with graceful(stop) as stop, worker_for(timeout) as worker:
+    with graceful(stop) as stop, worker_for(timeout) as worker, \
+            limit(threads) if threads else contextlib.nullcontext():
         for i, case in enumerate(chosen, 1):
             if stop.requested:
                 break

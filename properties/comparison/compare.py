@@ -132,14 +132,34 @@ class _Tensor:
         self.e, self.a = e, a
         fe, fa = np.isfinite(e), np.isfinite(a)
         self.one_sided = fe != fa
-        both = fe & fa
-        self.err = np.where(both, np.abs(np.where(both, a, 0) - np.where(both, e, 0)), 0.0)
+        self.both = fe & fa
+        self.finite = bool(self.both.all())
+        if self.finite:
+            self.err = np.abs(a - e)
+        else:
+            self.err = np.where(self.both, np.abs(np.where(self.both, a, 0)
+                                                  - np.where(self.both, e, 0)), 0.0)
         self.tol = np.broadcast_to(tol, e.shape)
-        self.beyond = both & (self.err > self.tol)
+        self.beyond = self.both & (self.err > self.tol)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(self.tol > 0, self.err / self.tol, np.where(self.err > 0, np.inf, 0))
         self.ratio = ratio
         self.worst = np.unravel_index(int(np.argmax(ratio)), e.shape) if e.size else ()
+
+    def norms(self) -> tuple[float, float]:
+        """``(||err||_2, ||tol||_2)`` over the elements finite on both sides."""
+        err, tol = (self.err, self.tol) if self.finite else \
+            (self.err[self.both], self.tol[self.both])
+        return float(np.linalg.norm(err.ravel())), float(np.linalg.norm(tol.ravel()))
+
+    def max_rel(self) -> float:
+        """Largest ``err / |expected|`` (``inf`` where the expected value is 0 and the error
+        is not)."""
+        ae = np.abs(self.e)
+        nonzero = ae > 0
+        if not nonzero.all() and bool(np.any(self.err[~nonzero] > 0)):
+            return float("inf")
+        return float((self.err[nonzero] / ae[nonzero]).max(initial=0.0))
 
 
 def _make_record(where: dict[str, Any], quantity: str, name: str, t: _Tensor, verdict: str,
@@ -147,18 +167,14 @@ def _make_record(where: dict[str, Any], quantity: str, name: str, t: _Tensor, ve
     w = tuple(int(i) for i in t.worst)
     e_w = float(t.e[w]) if t.e.size else 0.0
     a_w = float(t.a[w]) if t.a.size else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(np.abs(t.e) > 0, t.err / np.abs(t.e), np.where(t.err > 0, np.inf, 0))
-    finite = np.isfinite(t.e) & np.isfinite(t.a)
-    norm_err = float(np.linalg.norm(t.err[finite]))
-    norm_tol = float(np.linalg.norm(t.tol[finite]))
+    norm_err, norm_tol = t.norms()
     dtype = where["dtype"]
     tiny = float(np.finfo(dtype).tiny)
     scale = max(abs(e_w), abs(a_w), tiny) if np.isfinite(e_w) and np.isfinite(a_w) else 1.0
     ulp = float(np.spacing(np.asarray(scale, dtype=dtype)))
     return Record(
         **where, quantity=quantity, name=name, shape=tuple(int(s) for s in t.e.shape),
-        max_abs_err=float(t.err.max(initial=0.0)), max_rel_err=float(rel.max(initial=0.0)),
+        max_abs_err=float(t.err.max(initial=0.0)), max_rel_err=t.max_rel(),
         err_ulps=float(t.err[w] / ulp) if t.e.size else 0.0, worst_index=w,
         n_beyond=int(t.beyond.sum() + t.one_sided.sum()), n_total=int(t.e.size),
         tolerance=float(t.tol[w]) if t.e.size else 0.0, tolerance_model=model,

@@ -64,7 +64,8 @@ from ...reference.activations import sigmoid
 from ...reference.case import Case, Dense, Dropout, Pool, graph_nodes, parametrised
 from ...reference.costs import softmax as softmax_fn
 from ...reference.costs import softplus
-from ...reference.layers import NO_ARRAYS, LayerArrays, layer_arrays, layer_rule
+from ...reference.layers import NO_ARRAYS, LayerArrays, layer_rule
+from ...reference.result import Result
 
 __all__ = [
     "Array", "Bounds", "bounds", "describe", "KAPPA", "smallest_normal", "tolerance",
@@ -210,11 +211,11 @@ def _softmax_bp1(z: Array, t: Array, Ez: Array, n: int) -> tuple[Array, Array, A
 
 
 def _layer_back(case: Case, l: int, Ed: Array, Md: Array, d: Array, acts: list[Array],
-                Ea: list[Array], zs: list[Array], Ez: list[Array], b: Bounds
-                ) -> tuple[Array, Array] | None:
+                Ea: list[Array], zs: list[Array], Ez: list[Array], b: Bounds,
+                P: dict[str, Array]) -> tuple[Array, Array] | None:
     """Fill ``b.E``/``b.M`` for layer ``l``'s parameters; return ``(E, M)`` of
     ``dC/da^(l-1)`` (``None`` for layer 1)."""
-    spec, numbers, P = case.layers[l - 1], dict(parametrised(case.layers)), _abs(case)
+    spec, numbers = case.layers[l - 1], dict(parametrised(case.layers))
     a, ea, ad, z = np.abs(acts[l - 1]), Ea[l - 1], np.abs(d), zs[l - 1]
     first, rule = l == 1, layer_rule(spec)
     if rule.has_params:
@@ -264,9 +265,9 @@ def _layer_back(case: Case, l: int, Ed: Array, Md: Array, d: Array, acts: list[A
     return Ed * scale + 2 * ad * scale, Md * scale
 
 
-def _network_bounds(case: Case) -> Bounds:
+def _network_bounds(case: Case, reference: Result | None) -> Bounds:
     c64 = case.astype("float64")
-    ref = network.backprop(c64)
+    ref = reference if reference is not None else network.backprop(c64)
     zs = [ref.zs[f"z{l}"] for l in range(1, len(case.layers) + 1)]
     acts = [ref.activations[f"a{l}"] for l in range(len(case.layers) + 1)]
     Ez, Ea, Mz = _forward_bounds(c64, zs, acts)
@@ -280,21 +281,17 @@ def _network_bounds(case: Case) -> Bounds:
             b.kinked[l] = "maxpool"
     Ed, Md, b.E["loss"], b.M["loss"] = _bp1(c64, zs[-1], acts[-1], Ez[-1], Ea[-1])
     b.E[f"delta{L}"], b.M[f"delta{L}"] = Ed, Md
-    numbers = dict(parametrised(case.layers))
+    P = _abs(c64)
     for l in range(L, 0, -1):
         d = ref.deltas[f"delta{l}"]
-        back = _layer_back(c64, l, Ed, Md, d, acts, Ea, zs, Ez, b)
+        back = _layer_back(c64, l, Ed, Md, d, acts, Ea, zs, Ez, b, P)
         if back is None:
             break
         eda, mda = back
         b.E[f"da{l - 1}"], b.M[f"da{l - 1}"] = eda, mda
         spec = case.layers[l - 2]
         sp, spp, r1, _ = _act_terms(getattr(spec, "activation", "identity"), zs[l - 2])
-        spec_l = case.layers[l - 1]
-        da_prev = layer_rule(spec_l).backward(spec_l, d, acts[l - 1], zs[l - 1],
-                                              layer_arrays(c64, l, numbers), True).da_prev
-        assert da_prev is not None  # need_input_grad=True
-        da = np.abs(da_prev)
+        da = np.abs(ref.input_grads[f"da{l - 1}"])  # layer l's backward of delta^l
         Ed = eda * sp + da * (r1 + spp * Ez[l - 2]) + np.abs(ref.deltas[f"delta{l - 1}"])
         Md = mda * sp
         b.E[f"delta{l - 1}"], b.M[f"delta{l - 1}"] = Ed, Md
@@ -467,9 +464,15 @@ def _op_backward_error(op: str, ins: tuple[Array, ...], es: list[Array], out: Ar
     return [(Eg * d + g * esig + g * d, Mg * d)]
 
 
-def bounds(case: Case) -> Bounds:
-    """The per-element rounding budgets of every quantity of ``case`` (units of ``u``)."""
-    return _graph_bounds(case) if case.family == "graph" else _network_bounds(case)
+def bounds(case: Case, reference: Result | None = None) -> Bounds:
+    """The per-element rounding budgets of every quantity of ``case`` (units of ``u``).
+    ``reference``: the reference's ``backprop(case)``, reused when the case is float64 (the
+    bounds are built on a float64 run of the reference; else it is run here)."""
+    if case.family == "graph":
+        return _graph_bounds(case)
+    usable = reference is not None and case.dtype == "float64" \
+        and reference.meta.get("method") == "reference"
+    return _network_bounds(case, reference if usable else None)
 
 
 def tolerance(E: Array, u_actual: float, u_expected: float, fd_err: Array | float = 0.0,
