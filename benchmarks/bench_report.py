@@ -1,6 +1,7 @@
 """Report build time and size at scale: 10^5 records (default) shaped like a real run's,
 with a few hundred divergences, so that the drill-down cap and the two-pass build are
-exercised. Prints the build time, the HTML size and the records file size.
+exercised. Prints the build time, the HTML size and the records file size
+(``bench_report_scale.py`` measures time and peak memory at 10^5 and 10^6 records).
 
     python benchmarks/bench_report.py [--records 100000] [--out /tmp/bo-bench-report]
 """
@@ -13,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from backprop_oracle.properties.comparison.records import RecordWriter
+from backprop_oracle.properties.comparison.records import Record, RecordWriter
 from backprop_oracle.reports import html
 
 FAMILIES = ("mlp", "cnn", "softmax", "graph")
@@ -45,11 +46,11 @@ def write(path: Path, n: int) -> None:
         for i in range(n // per_case):
             family, dtype = rng.choice(FAMILIES), rng.choice(("float32", "float64"))
             bad = i % 97 == 0
-            writer.write([record(f"c{i:06d}", family, o, m, dtype, name, q,
-                                 1e4 if bad and name == "W2" and o == "torch" else
-                                 10 ** rng.uniform(-8, -0.5),
-                                 "diverge" if bad and name == "W2" and o == "torch" else "agree")
-                          for o, m in ORACLES for name, q in TENSORS])
+            writer.write([Record.from_dict(record(
+                f"c{i:06d}", family, o, m, dtype, name, q,
+                1e4 if bad and name == "W2" and o == "torch" else 10 ** rng.uniform(-8, -0.5),
+                "diverge" if bad and name == "W2" and o == "torch" else "agree"))
+                for o, m in ORACLES for name, q in TENSORS])
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """Builds ``report.html`` (self-contained: inline CSS and SVG, no network) and
 ``summary.md`` from ``records.jsonl``, with Jinja2 (autoescaping every user-provided string)
-and matplotlib. Two passes over the records keep memory bounded: the first counts and picks
-the worst comparisons, the second collects the records those drill-downs show. Beyond the
-cap of drill-downs, comparisons are only counted."""
+and matplotlib. Two streaming passes over the records keep memory bounded whatever their
+number: the first counts (``Summary``), bins the margins and picks the worst comparisons, the
+second reads only the lines of the cases those drill-downs show (other lines are skipped
+unparsed). The page is bounded too: at most ``cap`` drill-downs and ``cap`` not-compared
+entries, ``SERIES`` training trajectories; each list states how many records it leaves out."""
 
 from __future__ import annotations
 
@@ -82,23 +84,27 @@ def _matrix(summary: Summary) -> dict:
             "columns": columns}
 
 
+CLOSEST = 5  # closest calls drilled into when every comparison agrees
+SERIES = 12  # training trajectories plotted
+
+
 class _FirstPass:
     """Summary counts, the worst comparisons (bounded) and training series, in one pass."""
 
-    def __init__(self, cap: int, series_limit: int = 12) -> None:
+    def __init__(self, cap: int, series_limit: int = SERIES) -> None:
         self.summary = Summary(cap=cap)
         self.cap, self.series_limit = cap, series_limit
         self.worst: dict[tuple, tuple] = {}
         self.closest: dict[tuple, tuple] = {}  # agreeing comparisons nearest their tolerance
         self.not_compared: dict[tuple, dict] = {}  # unsupported and skipped, one per reason
-        self.series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.not_compared_records = 0  # all of them, listed or not
+        self.series: dict[str, dict[int, float]] = defaultdict(dict)  # step -> worst margin
+        self.series_left_out = 0  # update records of trajectories beyond ``series_limit``
 
     def add(self, record: dict) -> None:
         self.summary.add(record)
         if record.get("quantity") == "update" and record.get("step") is not None:
-            label = f"{record.get('case_id')} {record.get('oracle')} {record.get('dtype')}"
-            if label in self.series or len(self.series) < self.series_limit:
-                self.series[label].append((int(record["step"]), number(record.get("margin"))))
+            self._step(record)
         if record.get("quantity") == "skip" or record.get("verdict") == "unsupported":
             self._not_compared(record)  # never "worst": nothing was compared
             return
@@ -108,15 +114,35 @@ class _FirstPass:
         else:
             _keep_lowest(self.worst, key, rank, self.cap)
 
+    def _step(self, record: dict) -> None:
+        """Keep the worst finite margin per step of the first ``series_limit`` trajectories
+        (case, oracle, dtype); count the update records of the others."""
+        label = f"{record.get('case_id')} {record.get('oracle')} {record.get('dtype')}"
+        if label not in self.series and len(self.series) >= self.series_limit:
+            self.series_left_out += 1
+            return
+        best, step, margin = self.series[label], int(record["step"]), number(record.get("margin"))
+        if math.isfinite(margin):
+            best[step] = max(best.get(step, 0.0), margin)
+
     def _not_compared(self, record: dict) -> None:
+        self.not_compared_records += 1
         reason = _reason(record.get("detail"))
         key = cell_key(record) + (reason,)
-        if key not in self.not_compared and len(self.not_compared) < self.cap:
+        if key in self.not_compared:
+            self.not_compared[key]["records"] += 1
+        elif len(self.not_compared) < self.cap:
             self.not_compared[key] = {
                 "id": f"not-compared-{len(self.not_compared)}",
                 "key": dict(zip(MATRIX_KEYS, key, strict=False)), "reason": reason,
                 "what": "skipped combination" if record.get("quantity") == "skip"
-                else "unsupported", "case_id": record.get("case_id")}
+                else "unsupported", "case_id": record.get("case_id"), "records": 1}
+
+    @property
+    def not_compared_left_out(self) -> int:
+        """Records that compared nothing and are not listed (their reason was not among the
+        first ``cap`` distinct ones)."""
+        return self.not_compared_records - sum(n["records"] for n in self.not_compared.values())
 
     def worst_keys(self) -> list[tuple]:
         """The worst comparisons (not agreeing), or, when every comparison agrees, the
@@ -125,12 +151,8 @@ class _FirstPass:
         return [k for k, _ in sorted(ranked.items(), key=lambda kv: kv[1])[:self.cap]]
 
     def trajectories(self) -> str | None:
-        if not self.series:
-            return None
-        return plots.trajectories({k: _max_per_step(v) for k, v in self.series.items()})
-
-
-CLOSEST = 5  # closest calls drilled into when every comparison agrees
+        series = {k: sorted(v.items()) for k, v in self.series.items() if v}
+        return plots.trajectories(series) if series else None
 
 
 def _keep_lowest(ranks: dict[tuple, tuple], key: tuple, rank: tuple, cap: int) -> None:
@@ -151,11 +173,13 @@ def _reason(detail: object) -> str:
 
 
 def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
+    """The drill-downs of the comparisons ``keys``, from a second pass that parses only the
+    lines of their cases."""
     wanted = set(keys)
     cases = {k[0] for k in keys}
     members: dict[tuple, list[dict]] = defaultdict(list)
     by_case_tensor: dict[tuple, list[dict]] = defaultdict(list)
-    for record in read_records(path):
+    for record in read_records(path, case_ids=cases) if cases else ():
         if record.get("case_id") not in cases or record.get("quantity") == "skip":
             continue
         by_case_tensor[(record["case_id"], record.get("name"))].append(record)
@@ -174,7 +198,7 @@ def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
         marked, how = _entry_points(first, recs)
         out.append({
             "id": f"drill-{i}", "key": dict(zip(COMPARISON_KEYS, key, strict=True)),
-            "records": tensors,
+            "records": tensors, "shown": sum(r.get("verdict") in NOT_AGREEING for r in recs),
             "first": first, "how": how, "top": top,
             "enters": str((top.get("detail") or {}).get("enters") or ""),
             "oracles": None if event else _same_element(
@@ -189,6 +213,7 @@ def _drilldowns(path: Path, keys: list[tuple]) -> list[dict]:
 
 
 EVENTS = ("run", "skip")  # records that compared no tensor
+NOT_AGREEING = ("diverge", "nan", "oracle_error", "kink")  # what the worst comparisons show
 
 
 def _same_element(top: dict, records: list[dict], dtype: str) -> dict:
@@ -259,14 +284,6 @@ def _tensor_order(record: dict) -> tuple:
     return kind, int(digits) if digits else 0, name
 
 
-def _max_per_step(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    best: dict[int, float] = {}
-    for step, value in points:
-        if math.isfinite(value):
-            best[step] = max(best.get(step, 0.0), value)
-    return sorted(best.items())
-
-
 def build(records_path: Path, out_dir: Path, environment: dict | None = None,
           conventions: list[dict] | None = None, cap: int = 50,
           title: str = "backprop-oracle agreement report", interrupted: bool = False) -> Summary:
@@ -279,24 +296,37 @@ def build(records_path: Path, out_dir: Path, environment: dict | None = None,
     summary = first.summary
     summary.interrupted = interrupted
     drilldowns = _drilldowns(records_path, first.worst_keys())
-    context = {
-        "title": title,
-        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "summary": summary, "verdicts": VERDICTS,
-        "counts": {v: summary.verdicts.get(v, 0) for v in VERDICTS},
-        "matrix": _matrix(summary), "matrix_keys": MATRIX_KEYS,
-        "drilldowns": drilldowns,
-        "closest": bool(drilldowns) and not first.worst,
-        "not_compared": list(first.not_compared.values()),
-        "histogram": plots.margin_histograms(summary.margins) if summary.margins else None,
-        "largest": sorted(summary.to_json()["largest_margin"].items()),
-        "trajectories": first.trajectories(),
-        "conventions": conventions or [], "environment": environment or {},
-    }
+    context = _context(first, drilldowns, title, conventions or [], environment or {})
     env = _environment()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.html").write_text(env.get_template("report.html.j2").render(**context),
-                                         encoding="utf-8")
-    (out_dir / "summary.md").write_text(env.get_template("summary.md.j2").render(**context),
-                                        encoding="utf-8")
+    for name in ("report.html", "summary.md"):
+        with open(out_dir / name, "w", encoding="utf-8") as f:  # streamed, not one string
+            for chunk in env.get_template(f"{name}.j2").generate(**context):
+                f.write(chunk)
     return summary
+
+
+def _context(first: _FirstPass, drilldowns: list[dict], title: str, conventions: list[dict],
+             environment: dict) -> dict:
+    """What the templates show, with the counts of what each bounded list leaves out."""
+    summary = first.summary
+    counts = {v: summary.verdicts.get(v, 0) for v in VERDICTS}
+    closest = bool(drilldowns) and not first.worst
+    listed = counts["agree"] if closest else sum(counts[v] for v in NOT_AGREEING)
+    return {
+        "title": title,
+        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "summary": summary, "verdicts": VERDICTS, "counts": counts,
+        "matrix": _matrix(summary), "matrix_keys": MATRIX_KEYS,
+        "drilldowns": drilldowns, "closest": closest,
+        "worst_left_out": 0 if closest else listed - sum(d["shown"] for d in drilldowns),
+        "worst_total": listed,
+        "not_compared": list(first.not_compared.values()),
+        "not_compared_left_out": first.not_compared_left_out,
+        "histogram": plots.margin_histograms({k: h.bins for k, h in summary.headroom.items()})
+        if summary.headroom else None,
+        "largest": sorted(summary.to_json()["largest_margin"].items()),
+        "trajectories": first.trajectories(), "series_left_out": first.series_left_out,
+        "trajectories_shown": len(first.series),
+        "conventions": conventions, "environment": environment,
+    }

@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from .summary import BINS_PER_DECADE, EXACT
+
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
                      "axes.spines.right": False})
 COLOURS = {"agree": "#2e7d32", "kink": "#b08900", "diverge": "#c62828", "nan": "#6a1b9a"}
@@ -27,16 +29,18 @@ def _svg(fig: plt.Figure) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and doctype for inlining
 
 
-def margin_histograms(margins: Mapping[tuple[str, str], Sequence[float]]) -> str:
+def margin_histograms(bins: Mapping[tuple[str, str], Mapping[int, int]]) -> str:
     """log10(error / tolerance): small multiples, one panel per family on a shared x axis,
-    each dtype a filled histogram in its own colour; the dashed line at 0 is the tolerance."""
-    logs = {key: [math.log10(max(v, EXACT)) for v in values]
-            for key, values in sorted(margins.items()) if values}
-    low = math.floor(min(min(v) for v in logs.values())) - 1
-    high = max(1, math.ceil(max(max(v) for v in logs.values())) + 1)
-    edges = [low + i / 4 for i in range(4 * (high - low) + 1)]
-    families = sorted({family for family, _ in logs})
-    dtypes = sorted({dtype for _, dtype in logs})
+    each dtype a filled histogram in its own colour; the dashed line at 0 is the tolerance.
+    ``bins``: per (family, dtype), how many margins fell in each quarter decade
+    (``summary.margin_bin``), so the plot is drawn from counts, never from the records."""
+    counts = {key: dict(b) for key, b in sorted(bins.items()) if b}
+    occupied = [k for b in counts.values() for k in b]
+    low = math.floor(min(occupied) / BINS_PER_DECADE) - 1
+    high = max(1, math.ceil((max(occupied) + 1) / BINS_PER_DECADE) + 1)
+    edges = [low + i / BINS_PER_DECADE for i in range(BINS_PER_DECADE * (high - low) + 1)]
+    families = sorted({family for family, _ in counts})
+    dtypes = sorted({dtype for _, dtype in counts})
     colours = dict(zip(dtypes, DTYPE_COLOURS * (len(dtypes) // len(DTYPE_COLOURS) + 1),
                        strict=False))
     ncols = min(len(families), 4)
@@ -45,9 +49,8 @@ def margin_histograms(margins: Mapping[tuple[str, str], Sequence[float]]) -> str
                              squeeze=False)
     for ax, family in zip(axes.flat, families, strict=False):
         for dtype in dtypes:
-            if (family, dtype) in logs:
-                ax.hist(logs[(family, dtype)], bins=edges, color=colours[dtype], alpha=0.45,
-                        edgecolor=colours[dtype], linewidth=0.8, label=dtype)
+            if (family, dtype) in counts:
+                _binned(ax, counts[(family, dtype)], edges, colours[dtype], dtype)
         ax.axvline(0, color="#c62828", linestyle="--", linewidth=1)
         ax.set_title(family, fontsize=9, loc="left")
         ax.tick_params(labelsize=7, labelbottom=True)  # every panel labelled (hidden ones too)
@@ -61,10 +64,15 @@ def margin_histograms(margins: Mapping[tuple[str, str], Sequence[float]]) -> str
     return _svg(fig)
 
 
+def _binned(ax: plt.Axes, counts: Mapping[int, int], edges: Sequence[float], colour: str,
+            label: str) -> None:
+    """A filled histogram of pre-binned counts (bin ``k`` spans ``[k / 4, (k + 1) / 4)``)."""
+    centres = [(k + 0.5) / BINS_PER_DECADE for k in counts]
+    ax.hist(centres, bins=list(edges), weights=list(counts.values()), color=colour, alpha=0.45,
+            edgecolor=colour, linewidth=0.8, label=label)
+
+
 DTYPE_COLOURS = ["#1565c0", "#ef6c00", "#6a1b9a", "#00838f"]
-
-
-EXACT = 1e-12  # where an exact agreement (error 0) is drawn on log axes
 
 
 def _plain_log_ticks(axis: matplotlib.axis.Axis) -> None:
@@ -94,7 +102,7 @@ def layer_bars(names: Sequence[str], margins: Sequence[float], marked: Sequence[
     return _svg(fig)
 
 
-def trajectories(series: dict[str, Sequence[tuple[int, float]]]) -> str:
+def trajectories(series: Mapping[str, Sequence[tuple[int, float]]]) -> str:
     """Worst error / tolerance of the parameters after each training step, per case."""
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
     for label, points in sorted(series.items()):

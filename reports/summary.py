@@ -5,6 +5,11 @@ exit code of a run: 0 everything agrees (kinks allowed), 1 a divergence, a one-s
 or an oracle that raised (``records.FAILING``), 2 nothing was compared (no records, or only
 skipped and unsupported ones: no vacuous pass).
 
+The summary is built in one streaming pass (``Summary.add`` per record) and never holds the
+records: the margins are kept as counts per quarter decade of log10(error / tolerance)
+(``Headroom``), the worst comparisons as a bounded list; its memory grows with the number of
+distinct cases (their ids are counted exactly) and matrix cells, not with the records.
+
 A record's ``quantity`` is ``loss | grad | delta | update``, or ``skip`` for a combination
 that could not run (its ``detail`` says why); ``verdict`` is one of ``VERDICTS``.
 """
@@ -19,10 +24,34 @@ from dataclasses import dataclass, field
 from ..properties.comparison.records import FAILING, VERDICTS, number, rank
 
 MATRIX_KEYS = ("family", "oracle", "mode", "precision", "device", "dtype")
+EXACT = 1e-12  # where an exact agreement (error 0) is drawn on log axes
+BINS_PER_DECADE = 4  # the headroom histogram's bins: quarter decades of log10(error / tol)
 
 
 def cell_key(record: dict) -> tuple[str, ...]:
     return tuple(str(record.get(k, "-")) for k in MATRIX_KEYS)
+
+
+def margin_bin(margin: float) -> int:
+    """The headroom bin of a finite margin: ``floor(4 log10(max(margin, EXACT)))``, so bin
+    ``k`` holds log10 margins in ``[k / 4, (k + 1) / 4)``."""
+    return math.floor(math.log10(max(margin, EXACT)) * BINS_PER_DECADE)
+
+
+@dataclass
+class Headroom:
+    """The margins (error / tolerance) of one family and dtype, streamed: how many fell in
+    each quarter decade (``bins``, at most a few thousand over the range of doubles) and the
+    largest."""
+
+    bins: Counter = field(default_factory=Counter)
+    count: int = 0
+    largest: float = -math.inf
+
+    def add(self, margin: float) -> None:
+        self.bins[margin_bin(margin)] += 1
+        self.count += 1
+        self.largest = max(self.largest, margin)
 
 
 @dataclass
@@ -35,7 +64,8 @@ class Summary:
     matrix: dict[tuple, Counter] = field(default_factory=lambda: defaultdict(Counter))
     skipped: dict[tuple, str] = field(default_factory=dict)
     worst: list[dict] = field(default_factory=list)
-    margins: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    headroom: dict[tuple[str, str], Headroom] = field(
+        default_factory=lambda: defaultdict(Headroom))
     worst_per_cell: dict[tuple, float] = field(default_factory=dict)
     cap: int = 50
     interrupted: bool = False
@@ -54,7 +84,7 @@ class Summary:
         self.matrix[key][verdict] += 1
         margin = number(record.get("margin"))
         if math.isfinite(margin):
-            self.margins[(str(record.get("family")), str(record.get("dtype")))].append(margin)
+            self.headroom[(str(record.get("family")), str(record.get("dtype")))].add(margin)
             self.worst_per_cell[key] = max(self.worst_per_cell.get(key, 0.0), margin)
         if verdict != "agree":
             self._keep_worst(record)
@@ -114,7 +144,7 @@ class Summary:
             ],
             "skipped": [{**dict(zip(MATRIX_KEYS, key, strict=True)), "reason": reason}
                         for key, reason in sorted(self.skipped.items())],
-            "largest_margin": {f"{fam}/{dt}": max(m) for (fam, dt), m in self.margins.items()},
+            "largest_margin": {f"{fam}/{dt}": h.largest for (fam, dt), h in self.headroom.items()},
         }
 
 
@@ -126,6 +156,8 @@ def severity(record: dict) -> tuple[int, float]:
 
 
 def summarise(records: Iterable[dict], cap: int = 50) -> Summary:
+    """The summary of ``records``, consumed one at a time (pass ``read_records(path)`` to
+    stream a ``records.jsonl`` of any length)."""
     summary = Summary(cap=cap)
     for record in records:
         summary.add(record)

@@ -5,9 +5,13 @@ by the conformance vectors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -57,14 +61,31 @@ def case_arrays(case: Case) -> dict[str, np.ndarray]:
 
 
 def save_case(case: Case, directory: Path) -> Path:
-    """Write ``<case_id>.json`` and ``<case_id>.npz`` into ``directory``."""
+    """Write ``<case_id>.json`` and ``<case_id>.npz`` into ``directory``. Each file is written
+    under a temporary name and renamed into place, so that processes saving the same case at
+    once (pytest-xdist workers) never leave a file half written or mixed."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{case.case_id}.json").write_text(json.dumps(case.spec(), indent=1))
+    with _atomic(directory / f"{case.case_id}.json") as f:
+        f.write(json.dumps(case.spec(), indent=1).encode())
     # Any: numpy's stub would otherwise match the arrays against savez's allow_pickle
     arrays: dict[str, Any] = case_arrays(case)
-    np.savez(directory / f"{case.case_id}.npz", **arrays)
+    with _atomic(directory / f"{case.case_id}.npz") as f:
+        np.savez(f, **arrays)
     return directory / f"{case.case_id}.json"
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` whole (renamed there once written) or not at
+    all."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            yield f
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def case_from_parts(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Case:

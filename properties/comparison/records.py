@@ -17,9 +17,10 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -284,12 +285,29 @@ class RecordWriter:
         self.close()
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of ``path`` as JSON objects; a final line cut short by an interruption is
-    skipped."""
+def read_records(path: Path, case_ids: Container[str] | None = None
+                 ) -> Iterator[dict[str, Any]]:
+    """The records of ``path`` as JSON objects, one at a time (memory does not grow with the
+    file); a final line cut short by an interruption is skipped. ``case_ids``: only the
+    records of these cases are wanted; a line that cannot hold one is skipped without being
+    parsed (the caller still checks ``case_id`` of what it gets)."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.endswith("\n"):
                 return  # truncated by an interrupted write
-            if line.strip():
+            if line.strip() and (case_ids is None or _may_hold(line, case_ids)):
                 yield json.loads(line)
+
+
+_CASE_KEY = re.compile(r'"case_id":\s*')
+_CASE_VALUE = re.compile(r'"case_id":\s*"([^"\\]*)"')
+
+
+def _may_hold(line: str, case_ids: Container[str]) -> bool:
+    """Whether a JSON line may be the record of one of ``case_ids``. Inside a JSON string
+    every quote is escaped, so ``"case_id":`` followed by a quote only matches a key; a value
+    the pattern cannot read (escapes, not a string) means: parse the line to be sure."""
+    values = _CASE_VALUE.findall(line)
+    if len(values) < len(_CASE_KEY.findall(line)):
+        return True
+    return any(v in case_ids for v in values)

@@ -47,3 +47,21 @@ def test_truncated_last_line_is_skipped(tmp_path) -> None:
 def test_to_jsonable_handles_nested_numpy() -> None:
     value = {"x": (np.int64(3), [np.float64(-np.inf)]), 1: np.zeros(2)}
     assert to_jsonable(value) == {"x": [3, ["-inf"]], "1": [0.0, 0.0]}
+
+
+def test_reading_only_some_cases_skips_nothing_it_should_return(tmp_path) -> None:
+    """``read_records(path, case_ids)`` skips lines unparsed when they cannot hold one of the
+    cases, and returns exactly what filtering every parsed record would: ids with quotes,
+    backslashes or non-ASCII, ``"case_id": "x"`` inside another string, a nested key."""
+    path = tmp_path / "records.jsonl"
+    ids = ["a", 'q"uote', "back\\slash", "ünï", "x", "b"]
+    with RecordWriter(path) as writer:
+        writer.write([record(i) for i in ids])
+        writer.write([record("c", arch='"case_id": "x"', detail={"case_id": "a"}),
+                      record("d", detail={"note": 'see "case_id": "b"'})])
+    for wanted in ({"a"}, {'q"uote', "back\\slash"}, {"ünï"}, {"x", "b"}, {"zzz"}, set(ids)):
+        every = [r for r in read_records(path) if r["case_id"] in wanted]
+        some = [r for r in read_records(path, case_ids=wanted) if r["case_id"] in wanted]
+        assert some == every and len(some) == len(wanted & set(ids)), wanted
+    # only the three lines whose id has an escape are parsed to be sure; the others are skipped
+    assert [r["case_id"] for r in read_records(path, case_ids={"zzz"})] == ids[1:4]
