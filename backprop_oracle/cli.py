@@ -119,6 +119,20 @@ def _apply_compile_cache(args: argparse.Namespace) -> None:
         os.environ["BO_COMPILE_CACHE"] = str(Path(args.compile_cache).resolve())
 
 
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_integer(1), default=None, metavar="N",
+                        help="worker processes, one case chunk each at a time, on a local Dask "
+                             "cluster (default: this machine's cores, never more than the run "
+                             "has chunks; 1: in this process; needs backprop-oracle[cluster])")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run the cases on the existing Dask cluster whose scheduler is at "
+                            "ADDRESS (e.g. tcp://10.0.0.5:8786) instead of a local one")
+    group.add_argument("--scheduler-file", metavar="FILE", type=Path, default=None,
+                       help="the same, with the scheduler's address read from FILE "
+                            "(dask scheduler --scheduler-file FILE)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="backprop-oracle",
@@ -156,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="threads per process for BLAS, PyTorch and XLA (default 1: the "
                           "fastest measured, benchmarks/bench_threads.py; 0: the libraries' "
                           "own defaults)")
+    _cluster_options(run)
     replay = sub.add_parser("replay", help="re-run one recorded case and print its comparison")
     _compile_cache_options(replay)
     replay.add_argument("case_id")
@@ -211,6 +226,41 @@ def _config(args: argparse.Namespace):  # -> RunConfig
         return RunConfig(seed=args.seed, kinks=args.kinks, threads=args.threads, **given)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+CLUSTER_INSTALL = 'pip install "backprop-oracle[cluster]"'
+
+
+def _distributed_missing() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _execution(args: argparse.Namespace):  # -> Execution
+    """Where ``run``'s cases run: ``--scheduler``/``--scheduler-file``, else ``--workers``
+    (default: the cores, quietly 1 with a note when ``distributed`` is not installed)."""
+    from .properties.campaign.engine import Execution, cores
+
+    external = args.scheduler or args.scheduler_file
+    if external and args.workers is not None:
+        raise UsageError("--workers is for a local cluster; the cluster of --scheduler or "
+                         "--scheduler-file has its own workers")
+    if args.scheduler_file is not None and not args.scheduler_file.is_file():
+        raise UsageError(f"--scheduler-file {args.scheduler_file}: no such file")
+    wanted = 1 if external else (args.workers if args.workers is not None else cores())
+    if (external or wanted > 1) and _distributed_missing():
+        if external or args.workers is not None:
+            option = "--scheduler" if external else f"--workers {wanted}"
+            raise UsageError(f"{option} needs dask.distributed, which is not installed: "
+                             f"{CLUSTER_INSTALL}")
+        print(f"note: running in this process (--workers 1): dask.distributed is not "
+              f"installed ({CLUSTER_INSTALL} runs cases on all {wanted} cores)")
+        wanted = 1
+    return Execution(wanted, args.scheduler,
+                     str(args.scheduler_file) if args.scheduler_file else None)
 
 
 PROGRESS_SECONDS = 30.0  # between plain progress lines off a terminal (BO_PROGRESS_SECONDS)
@@ -384,9 +434,14 @@ def cmd_run(args: argparse.Namespace, stop: Stop) -> int:
 
     writable_dir(args.out)
     config = _config(args)
+    execution = _execution(args)
     with Progress() as progress:
-        campaign.run(config, args.out, progress=progress.update, stop=stop,
-                      timeout=args.case_timeout or None, status=progress.status)
+        try:
+            campaign.run(config, args.out, progress=progress.update, stop=stop,
+                         timeout=args.case_timeout or None, status=progress.status,
+                         execution=execution)
+        except ConnectionError as exc:  # --scheduler that does not answer (cluster.py)
+            raise UsageError(str(exc)) from None
     interrupted = stop.requested
     summary = finish(args.out, interrupted=interrupted)
     print(run_line(summary))

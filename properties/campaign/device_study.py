@@ -93,7 +93,8 @@ class Study:
 
 def measure_case(study: Study, case: Case, frameworks: Iterable[str], devices: Sequence[str],
                  precisions: Sequence[str], repeats: int) -> None:
-    reference, model = backprop(case), bounds(case)
+    reference = backprop(case)
+    model = bounds(case, reference)
     strict_cpu: dict[str, Result] = {}
     for framework in frameworks:
         for device in devices:

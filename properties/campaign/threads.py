@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-__all__ = ["limit", "pin", "settings", "THREADS_ENV"]
+__all__ = ["child_environment", "limit", "pin", "settings", "THREADS_ENV"]
 
 THREADS_ENV = "BO_THREADS"
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -34,18 +34,24 @@ XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 def pin(n: int) -> dict[str, str]:
     """Limit this process and the processes it starts to ``n`` threads each (module
     docstring); returns ``settings()``."""
-    if n < 1:
-        raise ValueError(f"--threads must be at least 1, got {n}")
-    os.environ[THREADS_ENV] = str(n)
-    for var in BLAS_ENV:
-        os.environ[var] = str(n)
+    os.environ.update(child_environment(n))
     threadpool_limits(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    flags = os.environ.get("XLA_FLAGS", "")
-    if n == 1 and XLA_ONE_THREAD not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {XLA_ONE_THREAD}".strip()
     return settings()
+
+
+def child_environment(n: int) -> dict[str, str]:
+    """The environment variables that hold a process started with them (and one that has not
+    imported the libraries yet) to ``n`` threads each: ``$BO_THREADS``, the BLAS / OpenMP
+    variables and, for ``n = 1``, ``XLA_FLAGS`` (this process's flags, plus one thread)."""
+    if n < 1:
+        raise ValueError(f"--threads must be at least 1, got {n}")
+    env = {THREADS_ENV: str(n), **dict.fromkeys(BLAS_ENV, str(n))}
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1:
+        env["XLA_FLAGS"] = flags if XLA_ONE_THREAD in flags else f"{flags} {XLA_ONE_THREAD}".strip()
+    return env
 
 
 def settings() -> dict[str, str]:

@@ -59,8 +59,9 @@ def _evaluate(payload: bytes) -> list[Record]:
     case, oracle, device, judges, replay = cloudpickle.loads(payload)
     if _LAST.get("case_id") != case.case_id:
         _LAST.clear()
-        _LAST.update(case_id=case.case_id, reference=backprop(case), model=bounds(case),
-                     results={})
+        reference = backprop(case)
+        _LAST.update(case_id=case.case_id, reference=reference,
+                     model=bounds(case, reference), results={})
     return evaluate(case, oracle, device, reference=_LAST["reference"], model=_LAST["model"],
                     judges=judges, replay=replay, keep=_LAST["results"])
 

@@ -31,8 +31,9 @@ def test_run_exit_one_on_a_divergence(tmp_path, monkeypatch, capsys) -> None:
     def planted(*args, **kwargs):
         return [replace(r, verdict="diverge") for r in real(*args, **kwargs)]
 
-    monkeypatch.setattr(campaign, "evaluate", planted)
-    assert cli.main(["run", *QUICK, "--case-timeout", "0", "--out", str(tmp_path)]) == 1
+    monkeypatch.setattr(campaign, "evaluate", planted)  # in this process: --workers 1
+    assert cli.main(["run", *QUICK, "--case-timeout", "0", "--workers", "1", "--out",
+                     str(tmp_path)]) == 1
     assert "diverge" in capsys.readouterr().out
 
 
@@ -44,8 +45,9 @@ def test_interrupted_run_exits_130_with_a_report(tmp_path, monkeypatch, capsys) 
             stop.request()  # as the SIGINT handler does
         return real(config, out_dir, progress=after_the_first_case, stop=stop, **kwargs)
 
-    monkeypatch.setattr(campaign, "run", interrupted)
-    assert cli.main(["run", *QUICK, "--case-timeout", "0", "--out", str(tmp_path)]) == 130
+    monkeypatch.setattr(campaign, "run", interrupted)  # one case at a time: --workers 1
+    assert cli.main(["run", *QUICK, "--case-timeout", "0", "--workers", "1", "--out",
+                     str(tmp_path)]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert json.loads((tmp_path / "summary.json").read_text())["interrupted"] is True
     assert len({r["case_id"] for r in read_records(tmp_path / "records.jsonl")}) == 1

@@ -24,8 +24,10 @@ GRACE = 30.0  # seconds to stop after the signal, four runs at once on a loaded 
 
 
 def _stop_a_run(offset: float, signum: int, out: Path) -> tuple[int, float, str]:
+    # --workers 1: four runs at once on Dask workers would be 12 framework processes on the
+    # two cores these figures are for; test_cli_cluster stops runs on Dask workers
     process = subprocess.Popen([*CLI, "run", "--families", "cnn,mlp", "--cases", "200",
-                                "--out", str(out)], stdout=subprocess.PIPE,
+                                "--workers", "1", "--out", str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     time.sleep(offset)
     process.send_signal(signum)
