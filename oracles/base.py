@@ -83,3 +83,25 @@ class Oracle(ABC):
 def cast(case: Case, dtype: str | None) -> Case:
     """``case`` in ``dtype`` (unchanged when ``dtype`` is ``None`` or already the case's)."""
     return case if dtype is None or dtype == case.dtype else case.astype(dtype)
+
+
+class FrameworkOracle(Oracle):
+    """An autodiff framework as an oracle (PyTorch, JAX): ``run`` and ``localise`` are one
+    computation, ``_run(case, device, dtype, names)``, with ``names`` ``None`` for ``run``."""
+
+    def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
+        """Reverse mode: every derivative. Forward mode: the loss tangent along
+        ``directions`` random sign tensors per tensor (``meta["directional"]``), or with
+        ``directions=0`` every derivative along the whole basis."""
+        return self._run(case, device, dtype, None)
+
+    def localise(self, case: Case, device: str = "cpu", dtype: str | None = None,
+                 names: Sequence[str] = ()) -> Result:
+        """Forward mode along every basis direction of the tensors ``names`` only (parameters,
+        ``delta<l>``): their full derivatives, where a directional check failed."""
+        return self._run(case, device, dtype, list(names))
+
+    @abstractmethod
+    def _run(self, case: Case, device: str, dtype: str | None, names: list[str] | None
+             ) -> Result:
+        """``run`` (``names`` ``None``) or ``localise`` (the tensors ``names``)."""

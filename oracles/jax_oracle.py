@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ import numpy as np
 from ..reference.case import LEAKY_SLOPE, Case
 from ..reference.result import Result
 from . import _common as common
-from .base import Oracle, cast, is_accelerator
+from .base import FrameworkOracle, cast, is_accelerator
 
 OPS_USED = {
     "linear": "jnp.matmul", "conv": "lax.conv_general_dilated(padding=((p, p), (p, p)))",
@@ -277,7 +277,7 @@ def _device(jax, device: str):
 # --- the oracle ----------------------------------------------------------------------------
 
 
-class JaxOracle(Oracle):
+class JaxOracle(FrameworkOracle):
     """JAX autodiff as an oracle. ``jit=False`` runs eagerly (for comparison);
     ``overrides`` (a test hook) replaces named ops of ``jax_ops``' table."""
 
@@ -338,18 +338,6 @@ class JaxOracle(Oracle):
             return build(jax, case, ops), False
         key = cache_key(case, self.mode, self.precision, device, self.overrides)
         return CACHE.get(key, lambda: jax.jit(build(jax, case, ops)))
-
-    def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
-        """Reverse mode: every derivative. Forward mode: the loss tangent along
-        ``directions`` random sign tensors per tensor (``meta["directional"]``), or with
-        ``directions=0`` every derivative along the whole basis."""
-        return self._run(case, device, dtype, None)
-
-    def localise(self, case: Case, device: str = "cpu", dtype: str | None = None,
-                 names: Sequence[str] = ()) -> Result:
-        """Forward mode along every basis direction of the tensors ``names`` only (parameters,
-        ``delta<l>``): their full derivatives, where a directional check failed."""
-        return self._run(case, device, dtype, list(names))
 
     def _run(self, case: Case, device: str, dtype: str | None, names: list[str] | None
              ) -> Result:

@@ -29,14 +29,14 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
 from ..reference.case import LEAKY_SLOPE, Case
 from ..reference.result import Result
 from . import _common as common
-from .base import Oracle, cast
+from .base import FrameworkOracle, cast
 
 OPS_USED = {
     "linear": "F.linear", "conv": "F.conv2d(padding=(p, p))", "max_pool": "F.max_pool2d",
@@ -277,7 +277,7 @@ def jvp_values(torch, case: Case, ops: Mapping, device: str,
 # --- the oracle ----------------------------------------------------------------------------
 
 
-class TorchOracle(Oracle):
+class TorchOracle(FrameworkOracle):
     """PyTorch autodiff as an oracle. ``overrides`` (a test hook) replaces named ops of the
     op table (``torch_ops``) with other callables, e.g. a planted wrong ``max_pool``."""
 
@@ -327,18 +327,6 @@ class TorchOracle(Oracle):
             v["cudnn"] = str(torch.backends.cudnn.version())
             v["gpu"] = torch.cuda.get_device_name(device)
         return v
-
-    def run(self, case: Case, device: str = "cpu", dtype: str | None = None) -> Result:
-        """Reverse mode: every derivative. Forward mode: the loss tangent along
-        ``directions`` random sign tensors per tensor (``meta["directional"]``), or with
-        ``directions=0`` every derivative along the whole basis."""
-        return self._run(case, device, dtype, None)
-
-    def localise(self, case: Case, device: str = "cpu", dtype: str | None = None,
-                 names: Sequence[str] = ()) -> Result:
-        """Forward mode along every basis direction of the tensors ``names`` only (parameters,
-        ``delta<l>``): their full derivatives, where a directional check failed."""
-        return self._run(case, device, dtype, list(names))
 
     def _run(self, case: Case, device: str, dtype: str | None, names: list[str] | None
              ) -> Result:
