@@ -188,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
                             f"per case (default {CASE_TIMEOUT:g}; 0: no limit, in this "
                             "process)")
     _compile_cache_options(check)
+    check.add_argument("--workers", type=_integer(1), default=1, metavar="N",
+                       help="check the cases on a local Dask cluster of N worker processes "
+                            "(default 1: in this process; needs backprop-oracle[cluster])")
     check.add_argument("--no-tiebreak", action="store_true",
                        help="do not run PyTorch/JAX on disagreeing cases")
     check.add_argument("--replay", metavar="CASE_ID", default=None,
@@ -547,6 +550,9 @@ def cmd_check(args: argparse.Namespace, stop: Stop) -> int:
 
     args.out = writable_dir(_check_out(args))
     impl = load_target(args.target)
+    if args.workers > 1 and _distributed_missing():
+        raise UsageError(f"--workers {args.workers} needs dask.distributed, which is not "
+                         f"installed: {CLUSTER_INSTALL}")
     replay = _check_replay(args)
     if args.replay:
         if args.source is None:
@@ -568,7 +574,7 @@ def cmd_check(args: argparse.Namespace, stop: Stop) -> int:
             report = checking.check(impl, cases, name=args.target, replay=replay,
                                     tiebreakers=() if args.no_tiebreak else ("torch", "jax"),
                                     progress=progress.update, timeout=args.case_timeout or None,
-                                    output=output, stop=stop)
+                                    output=output, stop=stop, workers=args.workers)
     summary = output.finish(interrupted=report.interrupted)
     print(report.summary())
     print(f"report: {output.directory / 'report.html'}")

@@ -25,6 +25,7 @@ SERIAL = {  # node id prefix: why it must not run beside another of these
     "tests/backprop_oracle/test_cli_interrupts.py": "four CLI runs at once, timed stops",
     "tests/backprop_oracle/test_cli_cluster.py": "Dask clusters of worker processes, signals",
     "tests/properties/campaign/test_cluster.py": "Dask clusters of worker processes, kills",
+    "tests/properties/check/test_check_workers.py": "Dask clusters of worker processes",
     "tests/backprop_oracle/test_pytest_plugin.py": "a pytest with two workers of its own",
     "tests/golden/": "whole CLI campaigns",
     "tests/reports/test_browser.py": "a real browser",

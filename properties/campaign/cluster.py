@@ -33,15 +33,19 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cloudpickle
 import dask
 import psutil
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ...reference.case import Case
+from ..comparison.compare import where
+from ..comparison.records import Record, error_record
 from .engine import Chunk, Execution, Job, Unit, chunk_failed, compile_cache_stats, run_chunk
 from .stopping import Interrupted, Stop
 from .threads import BLAS_ENV, pin
@@ -125,6 +129,28 @@ def _run_chunk(job: Job, chunk: Chunk, name: str) -> ChunkDone:
         k: max(0, int(after[k]) - int(before[k])) for k in ("hits", "misses")}})
 
 
+def _check_case(impl: bytes, case: Case, judges: Any, replay: str,
+                timeout: float | None) -> list[Record]:
+    """The task of a distributed ``bo.check``: one case, through this process's case worker
+    when there is a time limit."""
+    from ..check.api import check_case
+
+    wrapped = cloudpickle.loads(impl)
+    worker = _case_worker(timeout)
+    if worker is None:
+        return check_case(wrapped, case, judges, replay)
+    return worker.cross_values(case, worker.evaluate(case, wrapped, judges=judges,
+                                                     replay=replay.format(case=case)))
+
+
+def _check_outcome(case: Case, future: Future, replay: str) -> list[Record]:
+    """A case's records; a failed task (its workers kept dying) is one ``oracle_error``."""
+    if future.status == "error":
+        return [error_record(where(case, "impl", "implementation", "cpu", case.dtype,
+                                   replay=replay.format(case=case)), future.exception())]
+    return list(future.result())
+
+
 class CampaignPlugin(WorkerPlugin):
     """Set up on every worker of the campaign (those that start later included):
     ``ignore_interrupts`` (a local cluster) ignores SIGINT; ``teardown`` (the cluster closing,
@@ -147,14 +173,18 @@ class Campaign:
     processes) or on an existing scheduler. ``environ``: set in the local worker processes
     when they start (and by every task, on any cluster)."""
 
-    def __init__(self, execution: Execution, environ: dict[str, str]) -> None:
+    def __init__(self, execution: Execution, environ: dict[str, str],
+                 client: Client | None = None) -> None:
         self.cluster: LocalCluster | None = None
+        self.owned = client is None  # a client handed in is the caller's to close
         self.compile_cache: dict[str, Any] = {"hits": 0, "misses": 0}  # the workers', summed
         self.name = f"bo-campaign-{uuid.uuid4().hex}"  # and its chunks' keys
         # for the campaign's length: the nanny reads it again when it restarts a worker
         self.config = dask.config.set({"distributed.worker.daemon": False})
         try:
-            if execution.scheduler or execution.scheduler_file:
+            if client is not None:
+                self.client = client
+            elif execution.scheduler or execution.scheduler_file:
                 self.client = _connect(execution)
             else:
                 self.cluster = _local_cluster(execution.workers, environ)
@@ -191,6 +221,36 @@ class Campaign:
             self._cancel(list(submitted))
         for at in sorted(finished):  # stopped: the finished chunks past the first gap
             yield finished.pop(at)
+
+    def checked(self, impl: bytes, cases: Sequence[Case], judges: Any, replay: str,
+                timeout: float | None, stop: Stop) -> Iterator[tuple[Case, list[Record]]]:
+        """``bo.check``'s records of each case (``impl``: the implementation, cloudpickled),
+        in the cases' order as they finish, ``IN_FLIGHT_PER_WORKER`` per worker thread at
+        once; on ``stop`` the rest are cancelled and the iteration ends at the first gap."""
+        pending = iter(enumerate(cases))
+        submitted: dict[Future, int] = {}
+        finished: dict[int, list[Record]] = {}
+        position, running = 0, as_completed(loop=self.client.loop)
+
+        def submit() -> None:
+            for i, case in itertools.islice(pending, IN_FLIGHT_PER_WORKER * self.slots
+                                            - len(submitted)):
+                future = self.client.submit(_check_case, impl, case, judges, replay, timeout,
+                                            key=f"{self.name}-{i}")
+                submitted[future] = i
+                running.add(future)
+
+        submit()
+        try:
+            for future in self._completed(running, stop):
+                i = submitted.pop(future)
+                finished[i] = _check_outcome(cases[i], future, replay)
+                submit()
+                while position in finished:
+                    yield cases[position], finished.pop(position)
+                    position += 1
+        finally:
+            self._cancel(list(submitted))
 
     def _room(self, submitted: dict[Future, Chunk], finished: dict[int, list[Unit]]) -> int:
         """How many more chunks to submit now: ``IN_FLIGHT_PER_WORKER`` per worker thread at
@@ -244,7 +304,8 @@ class Campaign:
             if self.cluster is None:  # a cluster that lives on: its case workers closed
                 with contextlib.suppress(Exception):
                     client.unregister_worker_plugin(PLUGIN)
-            client.close()
+            if self.owned:
+                client.close()
         if self.cluster is not None:
             self.cluster.close()
             _, alive = psutil.wait_procs(processes, timeout=CLOSE_GRACE)

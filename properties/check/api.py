@@ -20,6 +20,7 @@ one is.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,16 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import numpy as np
 
 from ...oracles import registry
 from ...oracles.base import Oracle
+from ...oracles.jax_oracle import CACHE_ENV
 from ...reference import backprop
 from ...reference.case import FAMILY_NAMES, Case
 from ...reference.result import Result
 from ..campaign.output import Output, environment_of
 from ..campaign.stopping import Interrupted, Stop, graceful
-from ..campaign.threads import limit
+from ..campaign.threads import child_environment, limit
 from ..campaign.worker import worker_for
 from ..comparison.error_model import bounds
 from ..comparison.evaluate import BadReturn, Results, cross_values, evaluate
@@ -364,7 +367,8 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
           name: str | None = None, tiebreakers: Sequence[str] = ("torch", "jax"),
           replay: str = "", progress: Callable[[int, int], None] | None = None,
           timeout: float | None = None, output: Output | None = None, stop: Stop | None = None,
-          threads: int | None = 1, **constraints: Any) -> Report:
+          threads: int | None = 1, workers: int = 1, client: Any = None,
+          **constraints: Any) -> Report:
     """Run ``impl`` on ``cases`` (a list of ``Case``, or a family name: then ``n`` cases drawn
     from ``seed`` under ``constraints``, as ``bo.cases``) and compare with the reference.
 
@@ -376,12 +380,24 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
     there as each case finishes. Ctrl-C or SIGTERM (in the main thread) stops between cases:
     the report covers the finished cases and says ``interrupted``. ``threads``: BLAS and
     PyTorch threads while checking (default 1, restored after; the small arrays of a case are
-    faster on one, ``benchmarks/bench_check.py``); ``None`` leaves them alone."""
+    faster on one, ``benchmarks/bench_check.py``); ``None`` leaves them alone. ``workers``:
+    more than 1 checks the cases on a Dask ``LocalCluster`` of that many processes (one thread
+    each); ``client``: on the cluster of this ``distributed.Client`` instead. ``impl`` is then
+    sent to the workers with cloudpickle (a ``TypeError`` says so when it cannot be)."""
     chosen = resolve_cases(cases, n, seed, constraints)
     label = name or impl_name(impl)
     judges = judges_for(tiebreakers)
     wrapped = Implementation(impl, label)
     report = Report(name=label, replay=replay)
+    if workers > 1 or client is not None:
+        with graceful(stop) as stop:
+            for i, (case, records) in enumerate(_on_cluster(
+                    wrapped, chosen, judges, replay, timeout, threads, workers, client, stop), 1):
+                report.add(case, records, output)
+                if progress:
+                    progress(i, len(chosen))
+            report.interrupted = stop.requested
+        return report
     with graceful(stop) as stop, worker_for(timeout) as worker, \
             limit(threads) if threads else contextlib.nullcontext():
         for i, case in enumerate(chosen, 1):
@@ -400,3 +416,27 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
         report.interrupted = stop.requested
     return report
 
+
+
+def _on_cluster(wrapped: Implementation, cases: list[Case], judges: Sequence[Oracle],
+                replay: str, timeout: float | None, threads: int | None, workers: int,
+                client: Any, stop: Stop) -> Iterator[tuple[Case, list[Record]]]:
+    """``check``'s cases on a Dask cluster (``properties/campaign/cluster.py``), in order."""
+    try:
+        from ..campaign.cluster import Campaign
+        from ..campaign.engine import Execution
+    except ImportError as exc:
+        raise ImportError('bo.check(workers=N) needs dask.distributed: pip install '
+                          '"backprop-oracle[cluster]"') from exc
+    try:
+        impl = cloudpickle.dumps(wrapped)
+    except Exception as exc:  # a lock, an open file, a C object inside the implementation
+        raise TypeError(
+            f"{wrapped.name}: the implementation cannot be sent to worker processes "
+            f"({type(exc).__name__}: {exc}); make it a function at the top level of an "
+            "importable module (or of a file), or check with workers=1") from None
+    environ = child_environment(threads or 1) if threads else {}
+    if os.environ.get(CACHE_ENV):
+        environ[CACHE_ENV] = os.environ[CACHE_ENV]
+    with Campaign(Execution(max(1, workers)), environ, client) as campaign:
+        yield from campaign.checked(impl, cases, judges, replay, timeout, stop)
