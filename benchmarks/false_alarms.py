@@ -6,7 +6,8 @@ largest margin (error / tolerance) per (family, oracle, mode, dtype). The goal i
     python benchmarks/false_alarms.py --cases 2500 --seed 101 --oracles fd,torch \
         --max-width 16 --max-batch 8 --max-layers 4 --out /tmp/bo-false-alarms
 
-``--cases`` is per family; every case runs in float32 and float64. The records, a report and
+``--cases`` is per family; every case runs in float32 and float64. ``--workers N`` runs the
+cases on a local Dask cluster of N processes, as ``run --workers`` does. The records, a report and
 ``margins.json`` land in ``--out``; an interrupted campaign still summarises what finished.
 """
 
@@ -50,6 +51,8 @@ def main() -> None:
     p.add_argument("--max-width", type=int, default=16)
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-layers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes of a local Dask cluster (run --workers; 1: here)")
     p.add_argument("--out", type=Path, default=Path("/tmp/bo-false-alarms"))
     args = p.parse_args()
     config = campaign.RunConfig(
@@ -61,7 +64,7 @@ def main() -> None:
     start = time.perf_counter()
     interrupted = False
     try:
-        campaign.run(config, args.out)
+        campaign.run(config, args.out, execution=campaign.Execution(workers=args.workers))
     except KeyboardInterrupt:
         interrupted = True
     wall = time.perf_counter() - start
