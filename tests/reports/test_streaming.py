@@ -61,13 +61,19 @@ def test_streamed_summary_equals_the_in_memory_one(tmp_path) -> None:
     assert built.to_json() == data and built.worst_records == expected["worst"]
 
 
-def _peak_kib(path: Path) -> float:
-    tracemalloc.start()
-    try:
-        summarise(read_records(path))
-        return tracemalloc.get_traced_memory()[1] / 1024
-    finally:
-        tracemalloc.stop()
+def _peak_kib(path: Path, tries: int = 3) -> float:
+    """The smallest of ``tries`` peaks: tracemalloc counts every thread's allocations, and
+    under pytest-xdist the worker's message thread allocates while a pass runs (one CI run
+    saw 210 KiB more in one pass)."""
+    peaks = []
+    for _ in range(tries):
+        tracemalloc.start()
+        try:
+            summarise(read_records(path))
+            peaks.append(tracemalloc.get_traced_memory()[1] / 1024)
+        finally:
+            tracemalloc.stop()
+    return min(peaks)
 
 
 def test_summary_memory_does_not_grow_with_the_records(tmp_path) -> None:
