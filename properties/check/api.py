@@ -23,7 +23,7 @@ import contextlib
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,38 +389,41 @@ def check(impl: Impl, cases: Sequence[Case] | Case | str, *, n: int = 20, seed: 
     judges = judges_for(tiebreakers)
     wrapped = Implementation(impl, label)
     report = Report(name=label, replay=replay)
-    if workers > 1 or client is not None:
-        with graceful(stop) as stop:
-            for i, (case, records) in enumerate(_on_cluster(
-                    wrapped, chosen, judges, replay, timeout, threads, workers, client, stop), 1):
+    with graceful(stop) as stop:
+        finished = (_on_cluster(wrapped, chosen, judges, replay, timeout, threads, workers,
+                                client, stop) if workers > 1 or client is not None else
+                    _in_process(wrapped, chosen, judges, replay, timeout, threads, stop))
+        with contextlib.closing(finished):
+            for i, (case, records) in enumerate(finished, 1):
                 report.add(case, records, output)
                 if progress:
                     progress(i, len(chosen))
-            report.interrupted = stop.requested
-        return report
-    with graceful(stop) as stop, worker_for(timeout) as worker, \
-            limit(threads) if threads else contextlib.nullcontext():
-        for i, case in enumerate(chosen, 1):
+        report.interrupted = stop.requested
+    return report
+
+
+def _in_process(wrapped: Implementation, cases: list[Case], judges: Sequence[Oracle],
+                replay: str, timeout: float | None, threads: int | None, stop: Stop
+                ) -> Generator[tuple[Case, list[Record]], None, None]:
+    """``check``'s cases one after the other here (through a killable worker process when
+    there is a time limit), until ``stop``."""
+    with worker_for(timeout) as worker, limit(threads) if threads else contextlib.nullcontext():
+        for case in cases:
             if stop.requested:
-                break
+                return
             try:
                 records = (check_case(wrapped, case, judges, replay) if worker is None else
                            worker.cross_values(case, worker.evaluate(
                                case, wrapped, judges=judges, replay=replay.format(case=case),
                                stop=stop)))
             except Interrupted:
-                break
-            report.add(case, records, output)
-            if progress:
-                progress(i, len(chosen))
-        report.interrupted = stop.requested
-    return report
-
+                return
+            yield case, records
 
 
 def _on_cluster(wrapped: Implementation, cases: list[Case], judges: Sequence[Oracle],
                 replay: str, timeout: float | None, threads: int | None, workers: int,
-                client: Any, stop: Stop) -> Iterator[tuple[Case, list[Record]]]:
+                client: Any, stop: Stop) -> Generator[tuple[Case, list[Record]], None, None]:
     """``check``'s cases on a Dask cluster (``properties/campaign/cluster.py``), in order."""
     try:
         from ..campaign.cluster import Campaign
