@@ -49,7 +49,10 @@ def sigmoid(z: Array) -> Array:
     its complex step then loses ``eps / sigmoid(z)`` relative through a later ``log``.)"""
     w, pos = _neg_real(z)
     e = np.exp(w)
-    return np.where(pos, 1 / (1 + e), e / (1 + e))
+    s = np.where(pos, 1.0, e)  # one division for both branches: 1 / (1 + e) or e / (1 + e)
+    e += 1
+    s /= e
+    return s
 
 
 def softplus(z: Array) -> Array:

@@ -241,11 +241,11 @@ def _pool_bug(kind: str) -> Callable:
             index = (pooling.max_route(a_prev, size, stride)[0] + 1) % (size * size)
         elif kind == "avg_not_divided" and pool_kind == "avg":
             parts = [(u, v, delta) for u, v, _ in pooling.offset_slices(a_prev, size, stride)]
-            return pooling.scatter_offsets(parts, a_prev.shape, stride)
+            return conv.scatter_offsets(parts, a_prev.shape, stride)
         elif kind == "l2_times_z" and pool_kind == "l2":
             parts = [(u, v, delta * cell / np.maximum(z, 1e-300) ** 2)
                      for u, v, cell in pooling.offset_slices(a_prev, size, stride)]
-            return pooling.scatter_offsets(parts, a_prev.shape, stride)
+            return conv.scatter_offsets(parts, a_prev.shape, stride)
         return _POOL_BACKWARD(pool_kind, delta, a_prev, z, size, stride, index)
     return backward
 
