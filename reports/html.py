@@ -147,8 +147,9 @@ class _FirstPass:
     def worst_keys(self) -> list[tuple]:
         """The worst comparisons (not agreeing), or, when every comparison agrees, the
         closest calls: the agreeing ones with the largest error / tolerance."""
-        ranked = self.worst or self.closest
-        return [k for k, _ in sorted(ranked.items(), key=lambda kv: kv[1])[:self.cap]]
+        ranked, shown = (self.worst, self.cap) if self.worst else (self.closest, CLOSEST)
+        # only the first ``shown`` are sure: the bounded set also holds later, lesser ones
+        return [k for k, _ in sorted(ranked.items(), key=lambda kv: kv[1])[:shown]]
 
     def trajectories(self) -> str | None:
         series = {k: sorted(v.items()) for k, v in self.series.items() if v}

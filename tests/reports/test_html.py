@@ -33,6 +33,18 @@ def test_report_shows_matrix_divergence_and_drilldown(tmp_path) -> None:
     assert "**FAIL**" in md and "enters at layer 2" in md
 
 
+def test_closest_calls_are_the_largest_margins_of_a_long_run(tmp_path) -> None:
+    """Many agreeing comparisons, the nearest their tolerance first and small ones after:
+    the closest calls are exactly the ``CLOSEST`` largest margins (the bounded set kept while
+    streaming holds later, smaller ones too, which must not be listed)."""
+    margins = [0.9 - 0.01 * i for i in range(html.CLOSEST)] + [1e-3 * (i + 1) for i in range(60)]
+    records = [record(f"case{i}", margin=m) for i, m in enumerate(margins)]
+    _, page, _ = build(tmp_path, records)
+    rows = re.findall(r'<tr class="worst-row">.*?</tr>', page, re.S)
+    assert [re.search(r">(case\d+)<", r).group(1) for r in rows] == [
+        f"case{i}" for i in range(html.CLOSEST)]
+
+
 def test_report_is_self_contained(tmp_path) -> None:
     _, page, _ = build(tmp_path, planted_divergence())
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
