@@ -20,8 +20,6 @@ the screen (is localised, then judged elementwise) with 1, 2 and 4 directions.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -34,23 +32,20 @@ from backprop_oracle.properties.comparison.directional import screen
 from backprop_oracle.properties.comparison.error_model import bounds
 from backprop_oracle.properties.comparison.evaluate import evaluate
 
+from .timing import interleaved
+
 FRAMEWORKS = {"torch": TorchOracle, "jax": JaxOracle}
+FAMILIES = ("mlp", "cnn", "softmax", "graph")
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def cost(repeats: int, n: int) -> None:
-    print("| framework | family | dtype | reverse | forward, 4 directions | forward, basis "
-          "| directions / reverse | basis / directions |")
-    print("|---|---|---|---|---|---|---|---|")
+def cost_rows(repeats: int, n: int, families: tuple[str, ...] = FAMILIES) -> list[dict]:
+    """Per framework, family and dtype: ``evaluate`` per case (seconds) in reverse mode, forward
+    by 4 directions and forward along the whole basis, interleaved after a warm-up."""
+    rows = []
     for name, cls in FRAMEWORKS.items():
         variants = {"reverse": cls("reverse"), "directions": cls("forward"),
                     "basis": cls("forward", directions=0)}
-        for family in ("mlp", "cnn", "softmax", "graph"):
+        for family in families:
             for dtype in ("float32", "float64"):
                 cases = bo.cases(family, n, seed=21, dtypes=[dtype])
                 refs = [(c, bo.backprop(c), bounds(c)) for c in cases]
@@ -59,17 +54,20 @@ def cost(repeats: int, n: int) -> None:
                     return lambda: [evaluate(c, oracle, reference=r, model=m)  # type: ignore
                                     for c, r, m in refs]
 
-                times: dict[str, list[float]] = {k: [] for k in variants}
-                for oracle in variants.values():
-                    work(oracle)()  # warm-up: imports, compilation
-                for _ in range(repeats):
-                    for key, oracle in variants.items():
-                        times[key].append(_timed(work(oracle)))
-                med = {k: statistics.median(v) / n for k, v in times.items()}
-                print(f"| {name} | {family} | {dtype} | {med['reverse'] * 1e3:.1f} ms "
-                      f"| {med['directions'] * 1e3:.1f} ms | {med['basis'] * 1e3:.1f} ms "
-                      f"| {med['directions'] / med['reverse']:.2f} "
-                      f"| {med['basis'] / med['directions']:.1f} |")
+                med = interleaved({k: work(o) for k, o in variants.items()}, repeats)
+                rows.append({"framework": name, "family": family, "dtype": dtype,
+                             **{k: v / n for k, v in med.items()}})
+    return rows
+
+
+def cost(repeats: int, n: int) -> None:
+    print("| framework | family | dtype | reverse | forward, 4 directions | forward, basis "
+          "| directions / reverse | basis / directions |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in cost_rows(repeats, n):
+        print(f"| {r['framework']} | {r['family']} | {r['dtype']} | {r['reverse'] * 1e3:.1f} ms "
+              f"| {r['directions'] * 1e3:.1f} ms | {r['basis'] * 1e3:.1f} ms "
+              f"| {r['directions'] / r['reverse']:.2f} | {r['basis'] / r['directions']:.1f} |")
 
 
 def screen_ratios(n: int) -> None:

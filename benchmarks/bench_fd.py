@@ -8,23 +8,28 @@ bug is caught (``ok`` = correct gradient passed, i.e. no false alarm).
 
 Run from the repository root, as a module (it imports ``tests.mutation.mutants``):
 
-    python -m benchmarks.bench_fd [--sizes 1e2 1e3 1e4] [--skip-slow]
+    python -m benchmarks.bench_fd [--sizes 1e2 1e3 1e4] [--repeats 5] [--skip-slow]
+
+Times: every checker built once (``check_grads``' function included), warmed up, then the
+correct gradient checked ``--repeats`` times, interleaved; one thread per library.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 import backprop_oracle as bo
 from backprop_oracle.oracles.finite_differences import FiniteDifferences
+from backprop_oracle.properties.campaign.threads import pin
 from backprop_oracle.properties.comparison.compare import compare, screen_then_locate
 from backprop_oracle.properties.comparison.records import case_verdict
 from backprop_oracle.reference.init import init_params
 from tests.mutation.mutants import BY_NAME, one_element, scaled
+
+from .timing import interleaved
 
 ARCH = {"1e2": (8, [8, 4]), "1e3": (16, [32, 16, 4]), "1e4": (64, [96, 64, 4])}
 BUGS: dict[str, Callable[[bo.Case], bo.Result]] = {
@@ -61,7 +66,8 @@ def _flat(grads: dict[str, np.ndarray], case: bo.Case) -> np.ndarray:
 
 # --------------------------------------------------------------------------- torch
 
-def torch_check(case: bo.Case, bug: Callable, fast: bool) -> bool:
+def torch_checker(case: bo.Case, bug: Callable, fast: bool) -> Callable[[], bool]:
+    """``gradcheck`` (slow mode, or ``fast_mode``) of ``bug``'s gradient, built once."""
     import torch
 
     acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -91,12 +97,15 @@ def torch_check(case: bo.Case, bug: Callable, fast: bool) -> bool:
             return g * torch.tensor(_flat(bug(c).grads, c))
 
     theta = torch.tensor(_flat(case.params, case), requires_grad=True)
-    return torch.autograd.gradcheck(Loss.apply, (theta,), fast_mode=fast, raise_exception=False)
+    return lambda: torch.autograd.gradcheck(Loss.apply, (theta,), fast_mode=fast,
+                                            raise_exception=False)
 
 
 # --------------------------------------------------------------------------- jax
 
-def jax_check(case: bo.Case, bug: Callable) -> bool:
+def jax_checker(case: bo.Case, bug: Callable) -> Callable[[], bool]:
+    """``check_grads`` (reverse mode, order 1) of ``bug``'s gradient; the function is built
+    once, so repeated calls time the check alone."""
     import jax
     import jax.numpy as jnp
     from jax.test_util import check_grads
@@ -127,65 +136,113 @@ def jax_check(case: bo.Case, bug: Callable) -> bool:
         return (g * jnp.asarray(_flat(bug(c).grads, c)),)
 
     f.defvjp(fwd, bwd)
-    try:
-        check_grads(f, (jnp.asarray(_flat(case.params, case)),), order=1, modes=["rev"])
-        return True
-    except AssertionError:
-        return False
+    theta = jnp.asarray(_flat(case.params, case))
+
+    def check() -> bool:
+        try:
+            check_grads(f, (theta,), order=1, modes=["rev"])
+            return True
+        except AssertionError:
+            return False
+
+    return check
 
 
 # --------------------------------------------------------------------------- ours
 
-def fd_full(case: bo.Case, bug: Callable) -> bool:
-    records = compare(case, FiniteDifferences().run(case), bug(case), oracle="bench",
-                      mode="reverse", device="cpu", dtype="float64")
-    return case_verdict(records) == "agree"
+def fd_full(case: bo.Case, bug: Callable, method: str = "auto") -> Callable[[], bool]:
+    """Every coordinate by finite differences (``method``), compared elementwise."""
+    def check() -> bool:
+        records = compare(case, FiniteDifferences(method).run(case), bug(case),
+                          oracle="bench", mode="reverse", device="cpu", dtype="float64")
+        return case_verdict(records) == "agree"
+
+    return check
 
 
-def fd_screen(case: bo.Case, bug: Callable) -> bool:
-    records, _ = screen_then_locate(case, bug(case))
-    return case_verdict(records) == "agree"
+def fd_screen(case: bo.Case, bug: Callable) -> Callable[[], bool]:
+    """Directional screen, coordinates only where it fails."""
+    def check() -> bool:
+        records, _ = screen_then_locate(case, bug(case))
+        return case_verdict(records) == "agree"
+
+    return check
 
 
-def timed(check: Callable[[], bool]) -> tuple[float, bool]:
-    t = time.perf_counter()
-    passed = check()
-    return time.perf_counter() - t, passed
+CHECKERS: dict[str, Callable[[bo.Case, Callable], Callable[[], bool]]] = {
+    "fd full, complex step (ours)": fd_full,
+    "fd full, Richardson (ours)": lambda c, b: fd_full(c, b, "fd"),
+    "fd screen (ours)": fd_screen,
+    "gradcheck fast": lambda c, b: torch_checker(c, b, True),
+    "check_grads": jax_checker,
+    "gradcheck slow": lambda c, b: torch_checker(c, b, False),
+}
+
+
+def verdicts(size: str, skip_slow: bool = False) -> dict[str, list[str]]:
+    """Per checker, for each of ``BUGS``: ``ok`` / ``FALSE ALARM`` (correct gradient) or
+    ``caught`` / ``missed``."""
+    case = make_case(size)
+    out = {}
+    for name, build in CHECKERS.items():
+        if skip_slow and name == "gradcheck slow":
+            continue
+        out[name] = [(("ok" if passed else "FALSE ALARM") if bug_name == "correct"
+                      else ("missed" if passed else "caught"))
+                     for bug_name, bug in BUGS.items() for passed in [build(case, bug)()]]
+    return out
+
+
+def times(size: str, repeats: int = 5, skip_slow: bool = False) -> dict[str, float]:
+    """Median seconds per check of the correct gradient, every checker built once, warmed
+    up and interleaved with the others."""
+    case = make_case(size)
+    return interleaved({name: build(case, bo.backprop) for name, build in CHECKERS.items()
+                        if not (skip_slow and name == "gradcheck slow")}, repeats)
+
+
+def methods(repeats: int = 5, n: int = 12) -> list[dict]:
+    """Complex step against Richardson on the default draws whose path is analytic (where
+    both are valid and ``auto`` picks complex step): seconds per family and dtype for the
+    whole oracle run, interleaved."""
+    from backprop_oracle.oracles._forward64 import is_analytic
+
+    rows = []
+    for family in ("mlp", "softmax", "graph", "cnn"):
+        for dtype in ("float32", "float64"):
+            cases = [c for c in bo.cases(family, n, seed=0, dtypes=[dtype]) if is_analytic(c)]
+            if not cases:
+                continue
+            work = {m: (lambda m=m, cases=cases: [FiniteDifferences(m).run(c) for c in cases])
+                    for m in ("complex_step", "fd")}
+            t = interleaved(work, repeats)
+            rows.append({"family": family, "dtype": dtype, "cases": len(cases),
+                         "complex_step": t["complex_step"], "richardson": t["fd"],
+                         "auto": FiniteDifferences().run(cases[0]).meta["method"]})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="*", default=list(ARCH))
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-slow", action="store_true", help="skip gradcheck slow mode")
     args = parser.parse_args()
-    checkers: dict[str, Callable[[bo.Case, Callable], bool]] = {
-        "fd full (ours)": fd_full, "fd screen (ours)": fd_screen,
-        "gradcheck fast": lambda c, b: torch_check(c, b, True),
-        "check_grads": jax_check,
-    }
-    if not args.skip_slow:
-        checkers["gradcheck slow"] = lambda c, b: torch_check(c, b, False)
-    head = f"{'checker':18s} {'params':>7s} " + " ".join(f"{b:>14s}" for b in BUGS) + \
+    pin(1)
+    print(f"one thread per library; seconds: median of {args.repeats} interleaved checks of "
+          "the correct gradient after a warm-up")
+    head = f"{'checker':30s} {'params':>7s} " + " ".join(f"{b:>14s}" for b in BUGS) + \
         f" {'s/check':>9s} {'vs slow':>8s}"
     print(head)
     print("-" * len(head))
     for size in args.sizes:
-        case = make_case(size)
-        n = sum(v.size for v in case.params.values())
-        rows = {}
-        for name, check in checkers.items():
-            times, cells = [], []
-            for bug_name, bug in BUGS.items():
-                seconds, passed = timed(lambda check=check, case=case, bug=bug: check(case, bug))
-                times.append(seconds)
-                caught = not passed
-                cells.append(("ok" if passed else "FALSE ALARM") if bug_name == "correct"
-                             else ("caught" if caught else "missed"))
-            rows[name] = (cells, float(np.mean(times)))
-        slow = rows.get("gradcheck slow", (None, float("nan")))[1]
-        for name, (cells, t) in rows.items():
-            print(f"{name:18s} {n:7d} " + " ".join(f"{c:>14s}" for c in cells)
-                  + f" {t:9.4f} {slow / t:7.1f}x")
+        n = sum(v.size for v in make_case(size).params.values())
+        cells = verdicts(size, args.skip_slow)
+        t = times(size, args.repeats, args.skip_slow)
+        slow = t.get("gradcheck slow", float("nan"))
+        for name, row in cells.items():
+            print(f"{name:30s} {n:7d} " + " ".join(f"{c:>14s}" for c in row)
+                  + f" {t[name]:9.4f} {slow / t[name]:7.1f}x")
         print()
 
 

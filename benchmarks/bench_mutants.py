@@ -8,7 +8,8 @@ own step (``detail.enters``: a pooling bug at the pool's backward), and the time
 then the same mutant wrapped for gradcheck (an ``autograd.Function`` whose forward is the
 reference loss and whose backward returns the mutant's gradients) and for check_grads (a
 ``jax.custom_vjp`` with the same forward and backward through ``pure_callback``), on the
-first K cases, float64, default settings. Control rows: the correct implementation through
+first K cases, float64, default settings; and each tool's time per case on those same K
+cases (warmed up, interleaved, medians of 3). Control rows: the correct implementation through
 the same three, which must raise no alarm.
 
 Run from the repository root, as a module (it imports ``tests.mutation.mutants``):
@@ -26,6 +27,8 @@ import numpy as np
 
 import backprop_oracle as bo
 from tests.mutation.mutants import MUTANTS, Mutant, correct
+
+from .timing import interleaved
 
 FAILING = ("diverge", "nan", "oracle_error")
 
@@ -83,6 +86,22 @@ def over_seeds(runs: list[tuple]) -> tuple[str, object, float]:
     needed = [r[0] for r in runs if r[0] is not None]
     return (f"{len(needed)}/{len(runs)} seeds", statistics.median(needed) if needed else "-",
             statistics.median(r[-1] for r in runs))
+
+
+def per_case(m: Mutant, cases: list[bo.Case]) -> dict[str, float]:
+    """Seconds per case of each tool on the same ``cases`` (the float64 K cases given to
+    gradcheck and check_grads), each warmed up on the first case, interleaved, medians of 3."""
+    tools = {"bo.check": lambda c: bo.check(m.impl, [c], name=m.name, tiebreakers=()),
+             "gradcheck": lambda c: _gradcheck_detects_one(m, c),
+             "check_grads": lambda c: _check_grads_detects_one(m, c)}
+    import jax
+
+    with jax.enable_x64(True):
+        for tool in tools.values():
+            tool(cases[0])
+        t = interleaved({k: (lambda tool=tool: [tool(c) for c in cases])
+                         for k, tool in tools.items()}, repeats=3, warmup=0)
+    return {k: v / len(cases) for k, v in t.items()}
 
 
 def loss_of(case: bo.Case, params: dict) -> float:
@@ -182,8 +201,9 @@ def main() -> None:
     args = p.parse_args()
     print("| mutant | family | bo.check detected | median cases to detect | right layer "
           "| own step named (full return) | bo.check time (s) | gradcheck detected "
-          "| gradcheck time (s) | check_grads detected | check_grads time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| gradcheck time (s) | check_grads detected | check_grads time (s) "
+          "| per case on the same K cases: bo.check / gradcheck / check_grads (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in MUTANTS:
         if m.training:
             runs = [steps_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
@@ -192,7 +212,7 @@ def main() -> None:
             print(f"| {m.name} | {m.family} (training, {bo.Training().steps} steps) "
                   f"| {detected} | {median} | first at step "
                   f"{', '.join(map(str, steps)) or '-'} | - | {seconds:.3f} "
-                  "| n/a — optimiser | - | n/a — optimiser | - |", flush=True)
+                  "| n/a — optimiser | - | n/a — optimiser | - | - |", flush=True)
             continue
         runs = [cases_to_detect(m, seed, args.max_cases) for seed in range(args.seeds)]
         detected, median, seconds = over_seeds(runs)
@@ -206,8 +226,8 @@ def main() -> None:
         j, j_t = check_grads_detects(m, k_cases)
         print(f"| {m.name} | {m.family} | {detected} | {median} | {right} | {step} "
               f"| {seconds:.3f} "
-              f"| {'yes' if g else 'NO'} | {g_t:.2f} | {'yes' if j else 'NO'} | {j_t:.2f} |",
-              flush=True)
+              f"| {'yes' if g else 'NO'} | {g_t:.2f} | {'yes' if j else 'NO'} | {j_t:.2f} "
+              f"| {_same_cases(m, k_cases)} |", flush=True)
     for family in ("mlp", "cnn", "softmax", "graph"):  # control: the wrappers must stay quiet
         control = Mutant(f"correct (control, {args.max_cases} cases)", family, correct)
         cases = control.cases(args.max_cases, 0)
@@ -220,7 +240,12 @@ def main() -> None:
         print(f"| {control.name} | {family} | {alarms} false alarms | - | - | - "
               f"| {seconds:.3f} "
               f"| {'ALARM' if g else 'quiet'} | {g_t:.2f} | {'ALARM' if j else 'quiet'} "
-              f"| {j_t:.2f} |", flush=True)
+              f"| {j_t:.2f} | {_same_cases(control, k_cases)} |", flush=True)
+
+
+def _same_cases(m: Mutant, cases: list[bo.Case]) -> str:
+    t = per_case(m, cases)
+    return " / ".join(f"{t[k] * 1e3:.0f}" for k in ("bo.check", "gradcheck", "check_grads"))
 
 
 if __name__ == "__main__":
