@@ -62,7 +62,14 @@ def softplus(z: Array) -> Array:
 
 
 def relu(z: Array) -> Array:
-    return np.where(np.real(z) > 0, z, 0)
+    """``z`` where ``Re z > 0``, else ``+0`` (NaN too). For real ``z`` as ``fmax(z, 0) + 0``
+    (the ``+ 0`` turns a kept ``-0`` into ``+0``): the same values, several times faster than
+    ``np.where`` on the large perturbed batches."""
+    if np.iscomplexobj(z):
+        return np.where(np.real(z) > 0, z, 0)
+    out = np.fmax(z, 0.0)
+    out += 0.0
+    return out
 
 
 def leaky_relu(z: Array) -> Array:
@@ -104,8 +111,12 @@ def conv_z(a: Array, W: Array, b: Array, stride: int, padding: int) -> Array:
 def pool_z(kind: str, a: Array, size: int, stride: int) -> Array:
     """Max / average / L2 (``sqrt(sum x^2)``, no ``abs``) pooling over strided windows."""
     win = windows(a, size, stride)
-    if kind == "max":
-        return win.max(axis=(-2, -1))
+    if kind == "max":  # offset by offset: a reduction over a strided window view is slow
+        z = win[..., 0, 0].copy()
+        for u in range(size):
+            for v in range(size):
+                np.maximum(z, win[..., u, v], out=z)
+        return z
     if kind == "avg":
         return win.sum(axis=(-2, -1)) / (size * size)
     return np.sqrt((win * win).sum(axis=(-2, -1)))
@@ -207,7 +218,9 @@ class Network:
     def _track(self, key: str, value: Array, base: Array) -> None:
         if key not in self.watch:
             return
-        change = np.abs(value - base).reshape(value.shape[0], value.shape[1], -1)
+        change = value - base
+        change = np.abs(change, out=change) if change.dtype.kind == "f" else np.abs(change)
+        change = change.reshape(value.shape[0], value.shape[1], -1)
         r = change.max(axis=(0, 2)) if change.size else np.zeros(value.shape[1])
         self.radius[key] = np.maximum(self.radius.get(key, 0.0), r)
 
