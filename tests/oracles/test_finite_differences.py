@@ -160,3 +160,22 @@ def test_finite_differences_of_leaves_and_nodes_that_do_not_reach_the_output() -
         for l in (3, 4, 5):
             assert result.deltas[f"delta{l}"].shape == (3, 4)
             assert not result.deltas[f"delta{l}"].any()
+
+
+def test_fast_relu_and_max_pool_of_the_fd_forward_are_the_plain_definitions() -> None:
+    """The FD forward's relu (fmax + 0) and max pooling (offset by offset) give the same
+    values as ``np.where(z > 0, z, 0)`` and a reduction over the window view: NaN, -0 and
+    infinities included, on arrays long enough for NumPy's SIMD loops."""
+    from backprop_oracle.oracles import _forward64 as f64
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(7, 3, 4, 9, 11))
+    flat = z.reshape(-1)
+    flat[::7], flat[3::11], flat[5::13], flat[6::17] = -0.0, np.nan, -np.inf, np.inf
+    plain = np.where(z > 0, z, 0)
+    fast = f64.relu(z)
+    np.testing.assert_array_equal(fast, plain)
+    assert np.array_equal(np.signbit(fast), np.signbit(plain))
+    for size, stride in ((2, 2), (3, 1), (2, 3)):
+        np.testing.assert_array_equal(f64.pool_z("max", z, size, stride),
+                                      f64.windows(z, size, stride).max(axis=(-2, -1)))
