@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 
@@ -125,8 +126,18 @@ def _apply(torch, s: Mapping[str, object]) -> None:
             for part in rest[:-1]:
                 target = getattr(target, part)
             setattr(target, rest[-1], value)
-    torch.use_deterministic_algorithms(bool(s["deterministic_algorithms"]),
-                                       warn_only=bool(s["deterministic_warn_only"]))
+    _deterministic(torch, bool(s["deterministic_algorithms"]), bool(s["deterministic_warn_only"]))
+
+
+def _deterministic(torch, mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms``, less its first step where nothing has imported
+    ``torch._inductor`` yet: that step imports it (1.9 s, once per process) to set a flag only
+    ``torch.compile`` reads, and this oracle never compiles."""
+    if "torch._inductor.config" in sys.modules or \
+            not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
 
 
 def _strict(torch, device: str) -> dict[str, object]:

@@ -99,6 +99,23 @@ def test_strict_settings_are_applied_recorded_and_restored() -> None:
     assert _switch_values() == before
 
 
+def test_strict_settings_do_not_import_inductor() -> None:
+    """In a fresh process the strict switches (determinism included) are set without
+    ``torch.use_deterministic_algorithms``' import of ``torch._inductor`` (1.9 s once per
+    process: every worker of a campaign paid it on its first case)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from backprop_oracle.oracles.torch_oracle import TorchOracle; "
+            "from backprop_oracle.properties.cases import examples; "
+            "r = TorchOracle().run(examples.mlp()); "
+            "print(r.meta['switches']['deterministic_algorithms'], "
+            "torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["True", "False", "False"]
+
+
 def test_default_precision_leaves_settings_alone() -> None:
     before = _switch_values()
     result = TorchOracle(precision="default").run(case("mlp", "float32"))
