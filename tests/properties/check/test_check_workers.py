@@ -4,11 +4,16 @@ be sent to worker processes is a clear error; a wrong implementation is still ca
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -83,3 +88,53 @@ def test_cli_check_with_workers_finds_the_planted_bug(tmp_path: Path) -> None:
          str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "diverge" in done.stdout and (tmp_path / "out" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_stops_check_on_workers_keeping_its_finished_cases(tmp_path: Path,
+                                                                     signum: int) -> None:
+    """``check --workers 2`` stopped by the real signal once some cases are written: it stops
+    within 30 s (a loaded 2-core box), exit 130, one line on stderr, the finished cases'
+    records complete and each once, the report marked interrupted, and no process of the
+    check left behind."""
+    adapter, out = tmp_path / "adapter.py", tmp_path / "out"
+    adapter.write_text("import time\nimport backprop_oracle as bo\n\n"
+                       "def slow(case):\n"
+                       "    time.sleep(0.3)\n"
+                       "    return dict(bo.backprop(case).grads)\n")
+    mark = f"check-workers-{os.getpid()}-{time.time_ns()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backprop_oracle.cli", "check", f"{adapter}:slow", "--families",
+         "mlp", "--cases", "300", "--workers", "2", "--no-tiebreak", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BO_TEST_MARK": mark})
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            records.exists() and len(records.read_text().splitlines()) >= 6):
+        time.sleep(0.2)
+    process.send_signal(signum)
+    start = time.monotonic()
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    took = time.monotonic() - start
+    assert took < 30, f"took {took:.0f} s to stop (the rest of the cases were not cancelled)"
+    assert process.returncode == 130, err
+    assert err.strip().startswith("interrupted:") and len(err.strip().splitlines()) == 1, err
+    lines = records.read_text().splitlines()
+    keys = [(r["case_id"], r["name"]) for r in map(json.loads, lines)]
+    assert keys and len(keys) == len(set(keys)), "finished cases kept, each record once"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["exit_code"] == 130
+    left = [p for p in psutil.process_iter() if _has_mark(p, mark)]
+    assert not left, f"processes of the check left behind: {left}"
+
+
+def _has_mark(process: psutil.Process, mark: str) -> bool:
+    try:
+        return process.environ().get("BO_TEST_MARK") == mark and \
+            process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
