@@ -15,8 +15,10 @@ from whatever records exist.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,20 @@ from ..cases.case_io import save_case
 from ..comparison.records import Record, RecordWriter, to_jsonable, versions
 
 __all__ = [
-    "environment_of", "finish", "Output"
+    "environment_of", "finish", "Output", "write_atomically"
 ]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a
+    reader, or another process writing the same file (the workers of ``pytest -n`` saving
+    failures into one folder), sees the old file or the new one, never a part of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def environment_of(**extra: str) -> dict[str, str]:
@@ -57,8 +71,8 @@ class Output:
         for name, value in (("run", config), ("environment", environment),
                             ("conventions", conventions)):
             if value is not None:
-                (self.directory / f"{name}.json").write_text(
-                    json.dumps(to_jsonable(value), indent=1))
+                write_atomically(self.directory / f"{name}.json",
+                                 json.dumps(to_jsonable(value), indent=1))
 
     def save_case(self, case: Case) -> None:
         save_case(case, self.directory / "cases")
@@ -100,5 +114,5 @@ def finish(directory: Path, interrupted: bool = False) -> Any:
                          conventions=_read_json(directory / "conventions.json", []),
                          interrupted=interrupted)
     data = summary.to_json()
-    (directory / "summary.json").write_text(json.dumps(to_jsonable(data), indent=1))
+    write_atomically(directory / "summary.json", json.dumps(to_jsonable(data), indent=1))
     return summary
