@@ -17,27 +17,14 @@ import pytest
 
 from backprop_oracle import cli
 
+from .._processes import MARK, marked, new_mark
+
 psutil = pytest.importorskip("psutil")
 distributed = pytest.importorskip("distributed")
 
 CLI = [sys.executable, "-m", "backprop_oracle.cli"]
 FAST = ["--oracles", "fd", "--dtypes", "float64"]
-MARK = "BO_TEST_CLUSTER_MARK"
 INSTALL = 'pip install "backprop-oracle[cluster]"'
-
-
-def _marked(mark: str) -> list[psutil.Process]:
-    """Processes alive whose environment carries ``mark`` (every process a run starts
-    inherits it: its Dask workers and the processes they start)."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get(MARK) == mark and \
-                    process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
 
 
 def _records(out: Path) -> list[dict]:
@@ -65,7 +52,7 @@ def _wait_for(process: subprocess.Popen, out: Path, when: str) -> None:
     ids=["ctrl-c-to-the-process-group", "sigterm-to-the-cli", "sigterm-as-workers-start"])
 def test_a_signal_stops_a_cluster_run_and_leaves_no_process(tmp_path, signum, to_group,
                                                             when) -> None:
-    out, mark = tmp_path / "out", f"cluster-{os.getpid()}-{time.time_ns()}"
+    out, mark = tmp_path / "out", new_mark("cluster")
     process = subprocess.Popen([*CLI, "run", "--workers", "2", "--families", "mlp,graph",
                                 "--cases", "500", *FAST, "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -85,7 +72,7 @@ def test_a_signal_stops_a_cluster_run_and_leaves_no_process(tmp_path, signum, to
     assert len(keys) == len(set(keys)) and (records or when == "starting")
     env = json.loads((out / "environment.json").read_text())
     assert (env["workers"], env["scheduler"]) == ("2", "local cluster")
-    assert not _marked(mark), "a process of the run is left behind"
+    assert not marked(mark), "a process of the run is left behind"
 
 
 def test_a_run_on_an_existing_cluster_by_scheduler_file(tmp_path) -> None:

@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -21,6 +20,8 @@ distributed = pytest.importorskip("distributed")
 import backprop_oracle as bo  # noqa: E402
 from backprop_oracle.properties.campaign.cluster import HTTP_ADDRESS, NO_DASHBOARD  # noqa: E402
 from backprop_oracle.properties.check.api import Report  # noqa: E402
+
+from ..._processes import MARK, marked, new_mark  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 SMALL = {"max_width": 4, "max_batch": 3, "max_layers": 2}
@@ -102,12 +103,12 @@ def test_a_signal_stops_check_on_workers_keeping_its_finished_cases(tmp_path: Pa
                        "def slow(case):\n"
                        "    time.sleep(0.3)\n"
                        "    return dict(bo.backprop(case).grads)\n")
-    mark = f"check-workers-{os.getpid()}-{time.time_ns()}"
+    mark = new_mark("check-workers")
     process = subprocess.Popen(
         [sys.executable, "-m", "backprop_oracle.cli", "check", f"{adapter}:slow", "--families",
          "mlp", "--cases", "300", "--workers", "2", "--no-tiebreak", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "BO_TEST_MARK": mark})
+        env={**os.environ, MARK: mark})
     records = out / "records.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
@@ -128,13 +129,6 @@ def test_a_signal_stops_check_on_workers_keeping_its_finished_cases(tmp_path: Pa
     assert keys and len(keys) == len(set(keys)), "finished cases kept, each record once"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["exit_code"] == 130
-    left = [p for p in psutil.process_iter() if _has_mark(p, mark)]
+    left = marked(mark)
     assert not left, f"processes of the check left behind: {left}"
 
-
-def _has_mark(process: psutil.Process, mark: str) -> bool:
-    try:
-        return process.environ().get("BO_TEST_MARK") == mark and \
-            process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
