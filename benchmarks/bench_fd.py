@@ -179,26 +179,26 @@ CHECKERS: dict[str, Callable[[bo.Case, Callable], Callable[[], bool]]] = {
 }
 
 
+def _checkers(skip_slow: bool) -> dict[str, Callable[[bo.Case, Callable], Callable[[], bool]]]:
+    return {k: v for k, v in CHECKERS.items() if not (skip_slow and k == "gradcheck slow")}
+
+
 def verdicts(size: str, skip_slow: bool = False) -> dict[str, list[str]]:
     """Per checker, for each of ``BUGS``: ``ok`` / ``FALSE ALARM`` (correct gradient) or
     ``caught`` / ``missed``."""
     case = make_case(size)
-    out = {}
-    for name, build in CHECKERS.items():
-        if skip_slow and name == "gradcheck slow":
-            continue
-        out[name] = [(("ok" if passed else "FALSE ALARM") if bug_name == "correct"
-                      else ("missed" if passed else "caught"))
-                     for bug_name, bug in BUGS.items() for passed in [build(case, bug)()]]
-    return out
+    return {name: [(("ok" if passed else "FALSE ALARM") if bug_name == "correct"
+                    else ("missed" if passed else "caught"))
+                   for bug_name, bug in BUGS.items() for passed in [build(case, bug)()]]
+            for name, build in _checkers(skip_slow).items()}
 
 
 def times(size: str, repeats: int = 5, skip_slow: bool = False) -> dict[str, float]:
     """Median seconds per check of the correct gradient, every checker built once, warmed
     up and interleaved with the others."""
     case = make_case(size)
-    return interleaved({name: build(case, bo.backprop) for name, build in CHECKERS.items()
-                        if not (skip_slow and name == "gradcheck slow")}, repeats)
+    return interleaved({name: build(case, bo.backprop)
+                        for name, build in _checkers(skip_slow).items()}, repeats)
 
 
 def methods(repeats: int = 5, n: int = 12) -> list[dict]:
